@@ -5,6 +5,7 @@ XML); everything in `utils/` does.
 
     python -m utils.robot                    # print the model summary and the computed home pose
     python -m utils.robot --write-keyframes  # recompute `home` and write it into assets/scene_*.xml
+    MUJOCO_GL=egl python -m utils.robot --render docs/images/home.png  # 640x480 picture of `home`, camera "track"
 """
 
 import argparse
@@ -92,9 +93,20 @@ def write_keyframes(qpos: np.ndarray, ctrl: np.ndarray) -> None:
         print(f"wrote home keyframe into {scene}")
 
 
+def render_home(path: str | Path, width: int = 640, height: int = 480) -> Path:
+    """Write a PNG of the flat scene in its `home` keyframe, seen from the "track" camera."""
+    from utils.render import render_qpos, write_frames  # imported here: it sets MUJOCO_GL, which only rendering needs
+
+    model = load_model(SCENE_FLAT)
+    frames = render_qpos(model, model.key("home").qpos, width, height, camera="track")
+    print(f"wrote {write_frames(frames, path, fps=1)}")
+    return Path(path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-keyframes", action="store_true", help="write the computed home into the scenes")
+    parser.add_argument("--render", metavar="PNG", help="render the flat scene's home keyframe to this PNG")
     args = parser.parse_args()
     model = mujoco.MjModel.from_xml_path(str(ROBOT_XML))
     qpos = compute_home_qpos(model)
@@ -104,6 +116,8 @@ def main():
         print(f"  {name:18s} {q:+.4f}")
     if args.write_keyframes:
         write_keyframes(qpos, qpos[7:])
+    if args.render:
+        render_home(args.render)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The walking env of ppo_mjx.py: jit reset/step, declared obs sizes, finiteness, determinism, episode ends."""
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jp
+import numpy as np
+import pytest
+
+from ppo_mjx import REWARD_SCALES, Args, WildRobotEnv
+
+N = 3  # envs
+
+
+@pytest.fixture(scope="module")
+def env():
+    # a 6-step time limit, so a short test sees truncations; everything else is the default env
+    env = WildRobotEnv(replace(Args(), episode_seconds=0.12))
+    env.v_reset = jax.jit(jax.vmap(env.reset))
+    env.v_step = jax.jit(jax.vmap(env.step))
+    return env
+
+
+def rollout(env, seed, steps, actions=None):
+    state = env.v_reset(jax.random.split(jax.random.PRNGKey(seed), N))
+    states = [state]
+    for t in range(steps):
+        a = jp.zeros((N, 11)) if actions is None else actions[t]
+        state = env.v_step(state, a)
+        states.append(state)
+    return states
+
+
+def test_shapes_and_finite(env):
+    actions = jax.random.uniform(jax.random.PRNGKey(0), (14, N, 11), minval=-1, maxval=1)
+    states = rollout(env, 0, 14, actions)
+    for s in states:
+        assert s.obs.shape == (N, env.OBS_SIZE)
+        assert s.critic_obs.shape == (N, env.CRITIC_OBS_SIZE)
+        assert s.reached_critic_obs.shape == (N, env.CRITIC_OBS_SIZE)
+        assert np.isfinite(np.asarray(s.obs)).all() and np.isfinite(np.asarray(s.critic_obs)).all()
+        assert np.isfinite(np.asarray(s.reward)).all()
+        for k in REWARD_SCALES:
+            assert np.isfinite(np.asarray(s.metrics[f"reward/{k}"])).all(), k
+    assert set(states[1].metrics) >= {f"reward/{k}" for k in REWARD_SCALES}
+    # the robot stays up under zero actions (servos hold the default pose) for the 6 steps
+    assert not any(np.asarray(s.done & ~s.truncated).any() for s in states)
+
+
+def test_deterministic_per_seed(env):
+    a, b, c = rollout(env, 7, 4), rollout(env, 7, 4), rollout(env, 8, 4)
+    np.testing.assert_array_equal(np.asarray(a[-1].obs), np.asarray(b[-1].obs))
+    assert not np.allclose(np.asarray(a[-1].obs), np.asarray(c[-1].obs))
+
+
+def test_time_limit_truncates_and_keeps_reached_obs(env):
+    states = rollout(env, 1, 7)
+    limit = env.episode_steps  # 6
+    for t, s in enumerate(states[1:], start=1):
+        assert bool(s.done.all()) == (t == limit), t
+        assert bool(s.truncated.all()) == (t == limit), t
+    end = states[limit]
+    assert int(end.info.step[0]) == 0  # auto-reset happened
+    # the bootstrap sees the state reached at the limit, not the fresh episode's first observation
+    assert not np.allclose(np.asarray(end.reached_critic_obs), np.asarray(end.critic_obs))
+    assert float(end.metrics["episode_length"][0]) == limit
+
+
+def test_fall_terminates(env):
+    state = rollout(env, 2, 0)[0]
+    low = state.data.qpos.at[:, 2].set(0.1)  # pelvis near the floor: fallen
+    state = state.replace(data=state.data.replace(qpos=low))
+    nxt = env.v_step(state, jp.zeros((N, 11)))
+    assert np.asarray(nxt.done).all() and not np.asarray(nxt.truncated).any()
+    assert (np.asarray(nxt.metrics["reward/termination"]) < 0).all()
+
+
+def test_nan_state_is_reset_and_counted(env):
+    state = rollout(env, 3, 0)[0]
+    bad = state.data.qvel.at[0, 8].set(jp.nan)  # env 0 only
+    state = state.replace(data=state.data.replace(qvel=bad))
+    nxt = env.v_step(state, jp.zeros((N, 11)))
+    assert np.asarray(nxt.metrics["nan_reset"]).tolist() == [1.0, 0.0, 0.0]
+    assert bool(nxt.done[0]) and not bool(nxt.done[1])
+    assert float(nxt.reward[0]) == 0.0
+    for leaf in (nxt.obs, nxt.critic_obs, nxt.reached_critic_obs, nxt.data.qpos, nxt.data.qvel):
+        assert np.isfinite(np.asarray(leaf)).all()
+
+
+def test_randomization_changes_physics(env):
+    r = jax.vmap(env.sample_randomization)(jax.random.split(jax.random.PRNGKey(0), 2))
+    assert not np.allclose(np.asarray(r.kp[0]), np.asarray(r.kp[1]))
+    m = env.randomized_model(jax.tree.map(lambda x: x[0], r))
+    assert np.isclose(float(m.body_mass.sum()), float((env.model.body_mass * r.mass_scale[0]).sum() + r.torso_mass[0]))
+    np.testing.assert_allclose(np.asarray(m.actuator_biasprm[:, 1]), -np.asarray(r.kp[0]), rtol=1e-6)

@@ -1,0 +1,216 @@
+"""Reference motions: the shipped gait's quality, the BVH importer, and the loader's rejection of bad files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.bvh import convert
+from utils.motions import MotionFileError, clip_quality, feet_kinematics, load_motions, save_motions
+from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = MOTIONS_DIR / "wildrobot_walk.npz"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(SCENE_FLAT)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_motions(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def quality(model, shipped):
+    out = {}
+    for i, name in enumerate(shipped.clip_names):
+        sl = shipped.clip(name)
+        out[name] = clip_quality(model, shipped.qpos[sl], shipped.qvel[sl], shipped.fps, shipped.clip_commands[i])
+    return out
+
+
+def test_shipped_grid_covers_the_commands(shipped):
+    cmds = {tuple(np.round(c.astype(float), 2)) for c in shipped.clip_commands}
+    for vx in (0.1, 0.2, 0.3, 0.4, 0.5, -0.2):
+        assert (vx, 0.0, 0.0) in cmds
+    for c in ((0.0, 0.0, 0.0), (0.0, 0.15, 0.0), (0.0, -0.15, 0.0), (0.0, 0.0, 0.5), (0.0, 0.0, -0.5)):
+        assert c in cmds
+    assert len(shipped.qpos) / shipped.fps >= 60.0
+    assert shipped.fps == 50.0 and shipped.qpos.dtype == np.float32
+
+
+def test_shipped_joint_limits(model, shipped):
+    lo, hi = model.jnt_range[1:, 0], model.jnt_range[1:, 1]
+    assert np.all(shipped.qpos[:, 7:] >= lo - 1e-3) and np.all(shipped.qpos[:, 7:] <= hi + 1e-3)
+
+
+def test_shipped_clips_are_clean(quality):
+    for name, q in quality.items():
+        assert q["slide"] < 0.02, f"{name}: stance foot slides at {q['slide']:.3f} m/s"
+        assert q["penetration"] < 0.005, f"{name}: sole {1000 * q['penetration']:.1f} mm into the floor"
+        assert q["flight"] == 0, f"{name}: both feet airborne in {q['flight']} frames"
+        assert q["zmp_inside"] >= 90.0, f"{name}: ZMP inside support only {q['zmp_inside']:.1f} % of frames"
+        err = np.abs(q["velocity"] - q["command"])
+        assert np.all(err < 0.05), f"{name}: measured {q['velocity']} vs command {q['command']}"
+        if name != "stand":
+            assert q["clearance"] > 0.02, f"{name}: swing clearance {q['clearance']:.3f} m"
+
+
+def test_qvel_matches_finite_difference_of_qpos(model, shipped):
+    import mujoco
+
+    sl = shipped.clip(shipped.clip_names[1])
+    q, v = shipped.qpos[sl].astype(np.float64), shipped.qvel[sl].astype(np.float64)
+    fd = np.zeros(model.nv)
+    mujoco.mj_differentiatePos(model, fd, 2 / shipped.fps, q[9], q[11])
+    np.testing.assert_allclose(v[10], fd, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BVH import
+# ---------------------------------------------------------------------------------------------------------------
+def write_walk_bvh(path: Path, seconds: float = 3.0, fps: float = 60.0) -> None:
+    """A CMU-like skeleton (Y up, facing +Z, centimetres): hips translate forward, legs swing in antiphase."""
+    legs = ""
+    for side, x in (("Left", 9.0), ("Right", -9.0)):
+        legs += f"""
+  JOINT {side[0]}HipJoint
+  {{
+    OFFSET 0 0 0
+    CHANNELS 3 Zrotation Xrotation Yrotation
+    JOINT {side}UpLeg
+    {{
+      OFFSET {x} -5 0
+      CHANNELS 3 Zrotation Xrotation Yrotation
+      JOINT {side}Leg
+      {{
+        OFFSET 0 -42 0
+        CHANNELS 3 Zrotation Xrotation Yrotation
+        JOINT {side}Foot
+        {{
+          OFFSET 0 -40 0
+          CHANNELS 3 Zrotation Xrotation Yrotation
+          JOINT {side}ToeBase
+          {{
+            OFFSET 0 -6 14
+            CHANNELS 3 Zrotation Xrotation Yrotation
+            End Site
+            {{
+              OFFSET 0 0 4
+            }}
+          }}
+        }}
+      }}
+    }}
+  }}"""
+    root = "CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation"
+    head = f"HIERARCHY\nROOT Hips\n{{\n  OFFSET 0 0 0\n  {root}{legs}\n"
+    head += "  JOINT Head\n  {\n    OFFSET 0 60 0\n    CHANNELS 3 Zrotation Xrotation Yrotation\n"
+    head += "    End Site\n    {\n      OFFSET 0 10 0\n    }\n  }\n}\nMOTION\n"
+    n, w = int(seconds * fps), 2 * np.pi  # one stride per second
+    rows = []
+    for t in np.arange(n) / fps:
+        row = [0.0, 92.0, 40.0 * t, 0, 0, 0]
+        for phase in (0.0, np.pi):
+            hip = -20 * np.sin(w * t + phase)  # degrees about X; negative swings the leg forward (+Z)
+            knee = 40 * max(0.0, np.cos(w * t + phase)) ** 2  # flexes while the leg swings forward
+            row += [0, 0, 0, 0, hip, 0, 0, knee, 0, 0, -0.5 * hip - 0.3 * knee, 0, 0, 0, 0]
+        rows.append(row + [0, 0, 0])
+    body = "\n".join(" ".join(f"{v:.4f}" for v in r) for r in rows)
+    path.write_text(head + f"Frames: {n}\nFrame Time: {1 / fps:.6f}\n{body}\n")
+
+
+def test_bvh_import_alternating_steps(tmp_path, model):
+    write_walk_bvh(tmp_path / "walk.bvh")
+    out, scale = convert(tmp_path / "walk.bvh", tmp_path / "walk.npz", command=(0.18, 0, 0))
+    assert scale == pytest.approx(0.372 / 82.0, rel=1e-3)  # robot hip-to-ankle / human hip-to-ankle
+    motions = load_motions(out)  # validates shapes, names, limits
+    assert motions.fps == 50.0 and len(motions.qpos) == 150
+    _, corners = feet_kinematics(model, motions.qpos.astype(np.float64))
+    low = corners[..., 2].min(axis=2)  # (T, 2)
+    assert low.min() > -1e-3  # put on the floor
+    lifted = low > 0.01
+    assert not np.any(lifted.all(axis=1))  # never both feet up
+    # the sequence of lifted feet alternates: L, R, L, R ...
+    seq = [k for i in range(1, len(low)) for k in (0, 1) if lifted[i, k] and not lifted[i - 1, k]]
+    assert len(seq) >= 4 and all(a != b for a, b in zip(seq, seq[1:])), seq
+    # the robot moves forward (+x) at the scaled hip speed
+    speed = (motions.qpos[-1, 0] - motions.qpos[0, 0]) / (len(motions.qpos) - 1) * motions.fps
+    assert speed == pytest.approx(0.4 * scale * 100, rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad files: each is rejected with a message naming the file and the problem, by the API and by the CLI
+# ---------------------------------------------------------------------------------------------------------------
+def good_arrays(frames: int = 10) -> dict:
+    home = load_model(SCENE_FLAT).key("home").qpos.astype(np.float32)
+    return dict(
+        fps=np.float64(50.0),
+        qpos=np.tile(home, (frames, 1)),
+        qvel=np.zeros((frames, 17), np.float32),
+        joint_names=np.array(JOINT_NAMES),
+        clip_names=np.array(["stand"]),
+        clip_starts=np.array([0], np.int64),
+        clip_lengths=np.array([frames], np.int64),
+        clip_commands=np.zeros((1, 3), np.float32),
+    )
+
+
+def _nan(a):
+    a["qpos"][3, 9] = np.nan
+    return a
+
+
+def _limit(a):
+    a["qpos"][5, 7 + 2] = 1.6  # left knee range is 0 .. 1.396
+    return a
+
+
+def _empty(a):
+    return {**a, "qpos": np.zeros((0, 18), np.float32), "qvel": np.zeros((0, 17), np.float32)}
+
+
+BAD = {
+    "nan": (_nan, "non-finite"),
+    "shape": (lambda a: {**a, "qpos": a["qpos"][:, :12]}, "wrong shape"),
+    "names": (lambda a: {**a, "joint_names": np.array([f"j{i}" for i in range(11)])}, "wrong joint names"),
+    "pickled": (lambda a: {**a, "clip_names": np.array([{"evil": 1}], dtype=object)}, "pickled"),
+    "empty": (_empty, "empty"),
+    "limit": (_limit, "joint limit exceeded: left_knee"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD) + ["missing"])
+def test_bad_file_rejected(tmp_path, case):
+    path = tmp_path / f"{case}.npz"
+    if case == "missing":
+        expected = "missing file"
+    else:
+        make, expected = BAD[case]
+        np.savez(path, **make(good_arrays()))
+    with pytest.raises(MotionFileError) as info:
+        load_motions(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message, message
+    proc = subprocess.run(
+        [sys.executable, "-m", "utils.motions", "check", str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == message and "Traceback" not in proc.stderr, proc.stderr
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_good_file_roundtrip_and_directory(tmp_path):
+    a = good_arrays()
+    save_motions(tmp_path / "a.npz", **{k: v for k, v in a.items()})
+    save_motions(tmp_path / "b.npz", **{k: v for k, v in a.items()})
+    m = load_motions(tmp_path)
+    assert len(m.qpos) == 20 and list(m.clip_starts) == [0, 10] and m.source == [tmp_path / "a.npz", tmp_path / "b.npz"]
+    with pytest.raises(MotionFileError, match="joint limit exceeded"):
+        save_motions(tmp_path / "c.npz", **_limit(good_arrays()))
+    assert not (tmp_path / "c.npz").exists()  # nothing half-written

@@ -1,0 +1,116 @@
+"""ppo_mjx.py as a user runs it: --verify, resume == uninterrupted, --config, bad input, no dead flags."""
+
+import ast
+import shutil
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from flax import serialization
+
+import ppo_mjx
+from conftest import ROOT, run_script
+
+
+def load(path: Path) -> dict:
+    return serialization.msgpack_restore(path.read_bytes())
+
+
+def test_verify_run_writes_everything(ppo_verify_run):
+    run_dir, proc = ppo_verify_run
+    assert "verify: checkpoint round trip ok" in proc.stdout
+    assert "compiled in" in proc.stdout and "eval: eval/episodic_return" in proc.stdout
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"ckpt_000001.msgpack", "ckpt_000002.msgpack"}
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for name in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/learning_rate",
+                 "charts/nan_resets", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+                 "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "reward/tracking_lin_vel"):
+        assert name in header, name
+    assert len(rows) == 3  # header + 2 iterations
+    saved = yaml.safe_load((run_dir / "args.yaml").read_text())
+    assert saved["num_envs"] == 4 and saved["batch_size"] == 32 and saved["num_iterations"] == 2
+    ckpt = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")
+    assert ckpt["meta"]["algo"] == "ppo" and ckpt["meta"]["global_step"] == 64
+    assert "obs_norm" in ckpt["policy"] and "actor" in ckpt["policy"]
+
+
+def test_resume_matches_uninterrupted(ppo_verify_run, tmp_path):
+    run_dir, _ = ppo_verify_run
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "ckpt_000002.msgpack").unlink()
+    proc = run_script("ppo_mjx.py", "--resume", str(copy / "checkpoints" / "ckpt_000001.msgpack"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    straight = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
+    resumed = load(copy / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=f"leaf {k}")
+    assert len((copy / "metrics.csv").read_text().splitlines()) == 4  # appended to the same run's log
+
+
+def test_config_reproduces_and_flags_override(ppo_verify_run):
+    run_dir, _ = ppo_verify_run
+    args = ppo_mjx.parse_args(["--config", str(run_dir / "args.yaml")])
+    saved = yaml.safe_load((run_dir / "args.yaml").read_text())
+    for f in fields(ppo_mjx.Args):
+        if f.name not in ("config", "verify", "resume"):
+            assert getattr(args, f.name) == saved[f.name], f.name
+    args = ppo_mjx.parse_args(["--config", str(run_dir / "args.yaml"), "--seed", "5", "--num-envs", "8"])
+    assert args.seed == 5 and args.num_envs == 8 and args.batch_size == 8 * saved["num_steps"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "2"], "(15) is not divisible by --num-minibatches (2)"),
+    (["--num-envs", "0"], "--num-envs must be positive"),
+    (["--update-epochs", "-1"], "--update-epochs must be positive"),
+    (["--num-iterations", "0"], "--num-iterations must be positive"),
+    (["--total-timesteps", "10"], "--total-timesteps (10) is smaller than one batch"),
+    (["--config", "missing.yaml"], "--config missing.yaml: cannot read"),
+    (["--resume", "missing.msgpack"], "--resume missing.msgpack: no such file"),
+    (["--scene", "nope.xml"], "--scene nope.xml: no such file"),
+])  # fmt: skip
+def test_bad_flags_fail_before_compile(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        ppo_mjx.parse_args(argv)
+    assert message in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_path):
+    run_dir, _ = ppo_verify_run
+    (tmp_path / "corrupt.yaml").write_text("num_envs: [1, 2\n")
+    (tmp_path / "unknown.yaml").write_text("num_envs: 4\nbogus_flag: 1\n")
+    (tmp_path / "garbage.msgpack").write_bytes(b"\x00not a checkpoint" * 10)
+    ckpt = load(run_dir / "checkpoints" / "ckpt_000001.msgpack")
+    ckpt["meta"]["obs_size"] = 99  # a checkpoint of an env with another observation
+    (tmp_path / "other.msgpack").write_bytes(serialization.msgpack_serialize(ckpt))
+    cases = [
+        (["--config", "corrupt.yaml"], "error: --config corrupt.yaml: cannot read"),
+        (["--config", "unknown.yaml"], "error: --config unknown.yaml: unknown settings bogus_flag"),
+        (["--resume", "garbage.msgpack"], "error: --resume garbage.msgpack: not a readable checkpoint"),
+        (["--resume", "other.msgpack"], "do not match this env's (44, 63, 11)"),
+    ]
+    for argv, message in cases:
+        proc = run_script("ppo_mjx.py", *argv, cwd=tmp_path, timeout=120)
+        assert proc.returncode != 0, argv
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "runs").exists()
+
+
+def test_every_args_field_is_read():
+    source = (ROOT / "ppo_mjx.py").read_text()
+    tree = ast.parse(source)
+    read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id == "args"}  # fmt: skip
+    read |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+             and isinstance(node.value, ast.Attribute) and node.value.attr == "args"}  # self.args.x in the env
+    unread = [f.name for f in fields(ppo_mjx.Args) if f.name not in read]
+    assert not unread, f"Args fields never read: {unread}"
