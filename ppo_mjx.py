@@ -125,79 +125,65 @@ class Args:
     """the minibatch size (batch_size // num_minibatches)"""
 
 
-DERIVED = ("batch_size", "minibatch_size")
 VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2, checkpoint_interval=1,
                     eval_episodes=2, episode_seconds=0.2)  # fmt: skip
 
 
 def fail(message: str):
-    """One clear line on stderr, exit code 2, nothing written."""
+    """One clear line on stderr, a non-zero exit, nothing written."""
     raise SystemExit(f"error: {message}")
 
 
 def finalize_args(args: Args) -> Args:
     """Apply --verify sizes, validate flag combinations (before any compile) and fill the derived fields."""
-    if args.verify:
-        args = replace(args, **VERIFY_SIZES)
+    args = replace(args, **VERIFY_SIZES) if args.verify else args
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "eval_episodes"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
-        fail(f"--num-envs × --num-steps ({batch_size}) is not divisible by --num-minibatches ({args.num_minibatches})")
+    batch = args.num_envs * args.num_steps
+    if batch % args.num_minibatches:
+        fail(f"--num-envs × --num-steps ({batch}) is not divisible by --num-minibatches ({args.num_minibatches})")
     if args.num_iterations is not None and args.num_iterations <= 0:
         fail(f"--num-iterations must be positive, got {args.num_iterations}")
-    if args.num_iterations is None and args.total_timesteps < batch_size:
-        fail(f"--total-timesteps ({args.total_timesteps}) is smaller than one batch (--num-envs × --num-steps = {batch_size})")
+    if args.num_iterations is None and args.total_timesteps < batch:
+        fail(f"--total-timesteps ({args.total_timesteps}) is smaller than one batch (--num-envs × --num-steps = {batch})")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
-    if args.learning_rate <= 0 or args.episode_seconds <= 0 or args.min_std <= 0:
+    if min(args.learning_rate, args.episode_seconds, args.min_std) <= 0:
         fail("--learning-rate, --episode-seconds and --min-std must be positive")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
-    num_iterations = args.num_iterations or args.total_timesteps // batch_size
-    return replace(args, batch_size=batch_size, minibatch_size=batch_size // args.num_minibatches,
-                   num_iterations=num_iterations, total_timesteps=num_iterations * batch_size)  # fmt: skip
-
-
-def args_from_dict(values: dict, source: str, base: Args | None = None) -> Args:
-    """Args from a saved dict (args.yaml or a checkpoint), rejecting unknown keys with the file's name."""
-    known = {f.name for f in fields(Args)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        fail(f"{source}: unknown settings {', '.join(unknown)}")
-    keep = {k: v for k, v in values.items() if k not in DERIVED + ("config", "resume", "verify")}
-    return replace(base or Args(), **keep)
+    iterations = args.num_iterations or args.total_timesteps // batch
+    return replace(args, batch_size=batch, minibatch_size=batch // args.num_minibatches, num_iterations=iterations,
+                   total_timesteps=iterations * batch)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """tyro on top of defaults from --config FILE.yaml or --resume CHECKPOINT (peeked before tyro parses)."""
+    """tyro on top of defaults from --resume CHECKPOINT, then --config FILE.yaml (peeked before tyro parses)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    peek = {f: next((v for a, v in zip(argv, argv[1:] + [None]) if a == f), None) for f in ("--resume", "--config")}
+    peek |= {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a and a.split("=", 1)[0] in peek}
     default = Args()
-    for flag in ("--resume", "--config"):  # --config wins over the checkpoint's args; flags win over both
-        path = _peek_flag(argv, flag)
+    for flag, path in peek.items():
         if path is None:
             continue
-        if flag == "--config":
+        if flag == "--resume":
+            values = read_checkpoint(path)["meta"]["args"]
+        else:
             try:
                 values = yaml.safe_load(Path(path).read_text())
-            except (OSError, yaml.YAMLError) as e:
+                assert isinstance(values, dict), "not a mapping of settings"
+            except (OSError, yaml.YAMLError, AssertionError) as e:
                 fail(f"--config {path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0]})")
-            if not isinstance(values, dict):
-                fail(f"--config {path}: not a mapping of settings")
-        else:
-            values = read_checkpoint(path)["meta"]["args"]
-        default = args_from_dict(values, f"{flag} {path}", default)
-    return finalize_args(tyro.cli(Args, default=default, args=argv))
-
-
-def _peek_flag(argv: list[str], flag: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
+        unknown = sorted(set(values) - {f.name for f in fields(Args)})
+        if unknown:
+            fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
+        ignore = ("batch_size", "minibatch_size", "config", "resume", "verify")  # derived, or about this invocation
+        default = replace(default, **{k: v for k, v in values.items() if k not in ignore})
+    args = tyro.cli(Args, default=default, args=argv)
+    if any(a.startswith("--total-timesteps") for a in argv) and not any(a.startswith("--num-iterations") for a in argv):
+        args = replace(args, num_iterations=None)  # a saved config's resolved num_iterations must not win
+    return finalize_args(args)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -212,7 +198,7 @@ COMMAND_SECONDS = 5.0  # a new command every 5 s; 10 % of commands are "stand st
 SWING_HEIGHT = 0.04  # m, target foot clearance at mid-swing
 FALL_HEIGHT = 0.25  # m, pelvis height below which the robot has fallen (standing: 0.478)
 REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
-    tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.25)
+    tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.1)
     tracking_ang_vel=0.75,  # exp(-(ω_z - cmd_yaw)² / 0.25)
     lin_vel_z=-0.5,  # v_z²
     ang_vel_xy=-0.05,  # |ω_xy|²
@@ -227,6 +213,10 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     alive=1.0,  # 1 per step not fallen
     termination=-10.0,  # 1 on a fall
 )
+# domain randomization, per episode: (low, high, how the draw applies to the nominal value)
+RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
+                     frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
+                     kp=(0.9, 1.1, "scale"), force_limit=(0.9, 1.1, "scale"), pose_offset=(-0.03, 0.03, "add"))  # fmt: skip
 # uniform noise amplitudes on the actor's observations
 NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 
@@ -285,7 +275,7 @@ class WildRobotEnv:
         self.args = args
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
-        self.model = mjx.put_model(self.mj_model)
+        self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
         m = self.mj_model
         assert m.nu == self.ACTION_SIZE, f"{args.scene}: expected {self.ACTION_SIZE} actuators, found {m.nu}"
         self.joint_names = [m.joint(m.actuator_trnid[i, 0]).name for i in range(m.nu)]
@@ -294,7 +284,6 @@ class WildRobotEnv:
         self.ctrl_range = jp.asarray(m.actuator_ctrlrange)
         self.episode_steps = round(args.episode_seconds / CTRL_DT)
         self.imu = m.site("imu").id
-        self.waist = m.body("waist").id
         self.torso = m.body("torso").id
         self.feet = jp.array([m.site(s).id for s in FEET_SITES])
         self.soles = np.array([m.geom(g).id for g in SOLES])
@@ -304,31 +293,22 @@ class WildRobotEnv:
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
         # the data every reset starts from (forward kinematics of `home` done once, here)
-        self.init_data = mjx.forward(self.model, mjx.put_data(m, mujoco.MjData(m)).replace(qpos=self.home_qpos))
+        self.init_data = mjx.forward(self.model, mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos))
 
     # --- randomization -------------------------------------------------------------------------------------------
     def sample_randomization(self, rng) -> Randomization:
-        m, u = self.mj_model, jax.random.uniform
-        k = jax.random.split(rng, 9)
-        nominal = Randomization(
-            friction=jp.float32(0.8), mass_scale=jp.ones(m.nbody), torso_mass=jp.float32(0.0),
-            frictionloss=jp.asarray(m.dof_frictionloss), armature=jp.asarray(m.dof_armature),
-            damping=jp.asarray(m.dof_damping), kp=jp.asarray(m.actuator_gainprm[:, 0]),
-            force_limit=jp.asarray(m.actuator_forcerange[:, 1]), pose_offset=jp.zeros(m.nu),
-        )  # fmt: skip
+        """Nominal values times (or plus, for offsets) a uniform draw from RANDOMIZATION, one per episode."""
+        m = self.mj_model
+        nominal = Randomization(jp.float32(0.8), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
+                                jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
+                                jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu))  # fmt: skip
         if not self.args.domain_randomization:
             return nominal
-        return Randomization(
-            friction=u(k[0], (), minval=0.4, maxval=1.0),
-            mass_scale=u(k[1], (m.nbody,), minval=0.9, maxval=1.1),
-            torso_mass=u(k[2], (), minval=-0.2, maxval=0.3),
-            frictionloss=nominal.frictionloss * u(k[3], (m.nv,), minval=0.5, maxval=2.0),
-            armature=nominal.armature * u(k[4], (m.nv,), minval=1.0, maxval=1.1),
-            damping=nominal.damping * u(k[5], (m.nv,), minval=0.8, maxval=1.2),
-            kp=nominal.kp * u(k[6], (m.nu,), minval=0.9, maxval=1.1),
-            force_limit=nominal.force_limit * u(k[7], (m.nu,), minval=0.9, maxval=1.1),
-            pose_offset=u(k[8], (m.nu,), minval=-0.03, maxval=0.03),
-        )
+        keys = dict(zip(RANDOMIZATION, jax.random.split(rng, len(RANDOMIZATION))))
+        draw = {k: jax.random.uniform(keys[k], getattr(nominal, k).shape, minval=lo, maxval=hi)
+                for k, (lo, hi, _) in RANDOMIZATION.items()}  # fmt: skip
+        return nominal.replace(**{k: draw[k] if mode == "set" else getattr(nominal, k) * draw[k] if mode == "scale"
+                                  else getattr(nominal, k) + draw[k] for k, (_, _, mode) in RANDOMIZATION.items()})
 
     def randomized_model(self, r: Randomization) -> mjx.Model:
         mass = self.model.body_mass * r.mass_scale
@@ -478,7 +458,7 @@ class WildRobotEnv:
         feet_target = SWING_HEIGHT * jp.clip(swing, 0.0, 1.0) * moving
         deviation = data.qpos[7:] - self.default_pose
         return dict(
-            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.25),
+            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.1),
             tracking_ang_vel=jp.exp(-((cmd[2] - angvel[2]) ** 2) / 0.25),
             lin_vel_z=linvel[2] ** 2,
             ang_vel_xy=jp.sum(angvel[:2] ** 2),
@@ -858,15 +838,6 @@ def evaluate(rollout, params, obs_norm, rng) -> dict:
             "eval/vel_error": float((vel_err * alive).sum() / max(alive.sum(), 1))}  # fmt: skip
 
 
-def capture_video(env, rollout, params, obs_norm, rng, path: Path):
-    """Render the first env of a deterministic rollout headless (MUJOCO_GL=egl) into `path` (.mp4)."""
-    from utils.render import render_qpos, write_frames  # rendering is a tool, not part of the algorithm
-
-    qpos = np.asarray(jax.device_get(rollout(params, obs_norm, rng))["qpos"][:, 0])  # (T, nq)
-    write_frames(render_qpos(env.mj_model, qpos), path, fps=1 / CTRL_DT)
-    return path
-
-
 def main(args: Args):
     # TRY NOT TO MODIFY: run folder, seeding, logging
     env = WildRobotEnv(args)
@@ -941,10 +912,11 @@ def main(args: Args):
     logger.log(global_step, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
-    if args.capture_video:
-        video = capture_video(env, make_rollout(env, policy, 1, env.episode_steps), runner_state.params,
-                              runner_state.obs_norm, eval_rng, run_dir / "videos" / "final.mp4")  # fmt: skip
-        print(f"video: {video}")
+    if args.capture_video:  # rendering is a tool (utils/render.py), headless with MUJOCO_GL=egl
+        from utils.render import render_qpos, write_frames
+
+        qpos = make_rollout(env, policy, 1, env.episode_steps)(runner_state.params, runner_state.obs_norm, eval_rng)["qpos"]
+        print("video:", write_frames(render_qpos(env.mj_model, np.asarray(qpos[:, 0])), run_dir / "videos" / "final.mp4", 1 / CTRL_DT))
     logger.close()
     return runner_state, run_dir
 

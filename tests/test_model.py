@@ -45,7 +45,7 @@ def _random_targets(model: mujoco.MjModel, seed: int = 0) -> np.ndarray:
 
 def _pelvis_up(qpos: np.ndarray) -> np.ndarray:
     """z component of the pelvis z axis for root quaternions (..., 4) (1 = upright)."""
-    w, x, y, z = np.moveaxis(qpos[..., 3:7], -1, 0)
+    x, y = qpos[..., 4], qpos[..., 5]  # qpos[3:7] is the root quaternion (w, x, y, z)
     return 1 - 2 * (x * x + y * y)
 
 
@@ -55,7 +55,7 @@ def _pelvis_up(qpos: np.ndarray) -> np.ndarray:
 def test_scenes_load_in_mujoco(scene):
     model = _model(scene)
     assert (model.nq, model.nv, model.nu) == (7 + 11, 6 + 11, 11)
-    assert model.key("home") is not None
+    assert model.key("home").qpos.shape == (model.nq,)  # raises KeyError without a `home` keyframe
 
 
 def test_actuators_in_documented_order(scene):
@@ -87,6 +87,17 @@ def test_actuator_gains_limits_and_ranges(scene):
 
 def test_only_soles_collide_with_floor(scene):
     model = _model(scene)
+    # MuJoCo collides geoms a and b when (contype[a] & conaffinity[b]) | (contype[b] & conaffinity[a]) is nonzero
+    # (and they are not in the same body or parent and child); list every such pair
+    ct, ca = model.geom_contype, model.geom_conaffinity
+    pairs = {
+        tuple(sorted((model.geom(a).name, model.geom(b).name)))
+        for a in range(model.ngeom)
+        for b in range(a + 1, model.ngeom)
+        if (ct[a] & ca[b]) | (ct[b] & ca[a])
+    }
+    assert pairs == {("floor", "left_sole"), ("floor", "right_sole")}
+    # and at home exactly these touch
     data = _home_data(model)
     touching = {model.geom(data.contact.geom[i, j]).name for i in range(data.ncon) for j in range(2)}
     assert touching == {"floor", *SOLE_GEOMS}
@@ -206,7 +217,7 @@ def mjx_step(scene):
         return jax.lax.fori_loop(0, substeps, lambda _, d: mjx.step(mx, d), d)
 
     # a fresh MjData (no mj_forward): MuJoCo finds up to 22 sole-heightfield contacts, more than MJX's fixed
-    # contact buffer (4 per sole), and put_data refuses data with more contacts than MJX allots
+    # contact buffer (8 for the two sole-floor pairs), and put_data refuses data with more contacts than that
     data = mujoco.MjData(model)
     mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
     d0 = mjx.put_data(model, data, impl="jax")

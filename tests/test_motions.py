@@ -182,6 +182,7 @@ BAD = {
     "pickled": (lambda a: {**a, "clip_names": np.array([{"evil": 1}], dtype=object)}, "pickled"),
     "empty": (_empty, "empty"),
     "limit": (_limit, "joint limit exceeded: left_knee"),
+    "keys": (lambda a: {k: v for k, v in a.items() if k != "qvel"}, "missing keys ['qvel']"),
 }
 
 

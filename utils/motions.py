@@ -1,6 +1,7 @@
 """Reference-motion files: the `.npz` format, a safe loader, a quality report, rendering and physics tracking.
 
-Format (np.savez, read only with `np.load(..., allow_pickle=False)` so a user file can never run code):
+Format (np.savez or np.savez_compressed; read only with `np.load(..., allow_pickle=False)`, so a user file can never
+run code):
     fps            float scalar (50)
     qpos           float32 [T, 18]  root pos xyz, root quat wxyz, 11 joints in JOINT_NAMES order
     qvel           float32 [T, 17]  MuJoCo free-joint convention: world linear vel, body angular vel, joint vels
@@ -41,6 +42,8 @@ class MotionFileError(ValueError):
 
 @dataclass(frozen=True)
 class Motions:
+    """All clips of one or more files, frames concatenated; `clip(name)` gives a clip's frame slice."""
+
     fps: float
     qpos: np.ndarray  # [T, 18] float32
     qvel: np.ndarray  # [T, 17] float32
@@ -74,16 +77,16 @@ def _load_one(path: Path, ranges: np.ndarray) -> dict:
             fail("not an .npz archive (expected a zip file written by np.savez)")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in KEYS if k not in npz.files]
-            if missing:
-                fail(f"missing keys {missing}")
-            raw = {k: npz[k] for k in KEYS}
+            raw = {k: npz[k] for k in KEYS if k in npz.files}
     except ValueError as err:  # np.load raises ValueError on object arrays when allow_pickle=False
         if "pickle" in str(err):
             fail("contains pickled object arrays (refused: loading them could run code)")
         fail(f"not a readable .npz ({err})")
     except (OSError, EOFError) as err:
         fail(f"not a readable .npz ({err})")
+    missing = [k for k in KEYS if k not in raw]
+    if missing:
+        fail(f"missing keys {missing}")
     for key, value in raw.items():
         if value.dtype == object:
             fail(f"{key} is an object array")

@@ -26,34 +26,35 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from utils.robot import SCENE_FLAT, SOLE_GEOMS, load_model
+from utils.robot import JOINT_NAMES, SCENE_FLAT, SOLE_GEOMS, load_model
 
 CONTROL_DT = 0.02  # 50 Hz
-TRACK_COMPARE_S = 2.0  # the tracking runs are compared over their first 2 s: long enough to see drift, short
-# enough that the comparison is not dominated by chaotic divergence after a stumble
-
-
-DROP_HEIGHT = 0.10  # m
+DROP_HEIGHT = 0.10  # m, the drop experiment's release height above home
+# the tracking runs are compared over their first 2 s: long enough to see drift, short enough that the comparison
+# is not dominated by chaotic divergence after a stumble
+TRACK_COMPARE_S = 2.0
 
 
 def make_experiments(model: mujoco.MjModel, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Initial qpos (4, nq) and target sequences (4, steps, nu) for the stand, random, track and drop experiments."""
-    home = model.key("home").ctrl
+    home = model.key("home")
     lo, hi = model.actuator_ctrlrange.T
-    stand = np.tile(home, (steps, 1))
+    stand = np.tile(home.ctrl, (steps, 1))
     random = np.random.default_rng(seed).uniform(lo, hi, size=(steps, model.nu))
-    # track: 0.5 Hz squat (hip, knee, ankle together, so the soles stay level) and 0.25 Hz lateral sway (hip roll)
-    t = np.arange(steps)[:, None] * CONTROL_DT
+    # track: 0.5 Hz squat (hip, knee, ankle together, so the soles stay level) and 0.25 Hz lateral sway (hip roll;
+    # positive roll is abduction on both sides, so opposite signs move both feet the same way in the world)
+    t = np.arange(steps) * CONTROL_DT
     squat = 0.15 * (1 - np.cos(2 * np.pi * 0.5 * t))
     sway = 0.08 * np.sin(2 * np.pi * 0.25 * t)
-    track = np.tile(home, (steps, 1))
-    for side, sign in ((0, 1), (5, -1)):  # left leg joints start at 0, right at 5; roll is abduction on both sides
-        track[:, side + 0:side + 1] += squat
-        track[:, side + 2:side + 3] += 2 * squat
-        track[:, side + 3:side + 4] += squat
-        track[:, side + 1:side + 2] += sign * sway
+    track = stand.copy()
+    for side, outward in (("left", 1.0), ("right", -1.0)):
+        col = {j: JOINT_NAMES.index(f"{side}_{j}") for j in ("hip_pitch", "hip_roll", "knee", "ankle_pitch")}
+        track[:, col["hip_pitch"]] += squat
+        track[:, col["knee"]] += 2 * squat
+        track[:, col["ankle_pitch"]] += squat
+        track[:, col["hip_roll"]] += outward * sway
     track = np.clip(track, lo, hi)
-    qpos0 = np.tile(model.key("home").qpos, (4, 1))
+    qpos0 = np.tile(home.qpos, (4, 1))
     qpos0[3, 2] += DROP_HEIGHT
     return qpos0.astype(np.float32), np.stack([stand, random, track, stand]).astype(np.float32)
 
@@ -151,7 +152,7 @@ def main():
 
     cols = [
         ("timestep (s)", "{}"), ("substeps", "{}"), ("stand Δz (cm)", "{:+.2f}"), ("stand Δxy (cm)", "{:.2f}"),
-        ("random finite", "{}"), ("random max |qvel| (rad/s)", "{:.1f}"), ("sole penetration (mm)", "{:.2f}"),
+        ("random finite", "{}"), ("random max joint speed (rad/s)", "{:.1f}"), ("sole penetration (mm)", "{:.2f}"),
         ("drop penetration (mm)", "{:.2f}"), ("drop Δz (cm)", "{:+.2f}"), ("track joint RMS err vs ref (°)", "{:.2f}"),
         ("track pelvis max err vs ref (cm)", "{:.2f}"), ("physics steps/s (4 envs)", "{:,.0f}"),
         ("control steps/s (4 envs)", "{:,.0f}"), ("compile (s)", "{:.1f}"),

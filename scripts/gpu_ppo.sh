@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU measurement behind docs/benchmarks.md, run as ONE call on a lent H100 (the device tool runs it from the
+# repo root with the carried wheels in .whl/ and an empty $OUT folder). Steps:
+#   1. install the carried wheels (mujoco, mujoco-mjx, tyro, tensorboardX, ...) next to the machine's CUDA JAX
+#   2. the raw MJX physics ceiling at the training batch size
+#   3. PPO at that batch size, for at most TRAIN_SECONDS (checkpoints every 10 iterations survive a timeout)
+#   4. copy back the log, metrics.csv, args.yaml and the last checkpoint without its env state (policy + meta)
+# Usage there: NUM_ENVS=4096 TRAIN_SECONDS=400 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
+set -o pipefail
+SCRIPT=${1:-ppo_mjx.py}; shift || true
+NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}
+[ -n "$SKIP_INSTALL" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || exit 1; export PYTHONPATH=/tmp/site:$PWD
+export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/device.txt
+python3 -c "import jax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)" | tee -a $OUT/device.txt
+timeout 120 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp | tee $OUT/physics.log
+NAME=gpu_${SCRIPT%.py}
+timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval 10 \
+  --exp-name $NAME "$@" 2>&1 | grep -v -E "warp|it/s\]$" | tee $OUT/train.log
+RUN=$(ls -d runs/${NAME}__* | tail -1)
+cp $RUN/metrics.csv $RUN/args.yaml $OUT/ ; cp $RUN/eval.json $OUT/ 2>/dev/null
+python3 - "$RUN" "$OUT" <<'PY'
+import sys
+from pathlib import Path
+from flax import serialization
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+last = sorted((run / "checkpoints").glob("ckpt_*.msgpack"))[-1]
+payload = serialization.msgpack_restore(last.read_bytes())
+payload.pop("leaves")  # the env state of thousands of envs: only needed to resume, too big to bring back
+(out / f"{run.name.split('__')[0]}_policy_{last.stem}.msgpack").write_bytes(serialization.msgpack_serialize(payload))
+print("policy from", last)
+PY
