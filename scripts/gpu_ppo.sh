@@ -5,18 +5,18 @@
 #   2. the raw MJX physics ceiling at the training batch size
 #   3. PPO at that batch size, for at most TRAIN_SECONDS (checkpoints every 10 iterations survive a timeout)
 #   4. copy back the log, metrics.csv, args.yaml and the last checkpoint without its env state (policy + meta)
-# Usage there: NUM_ENVS=4096 TRAIN_SECONDS=400 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
+# Usage there: NUM_ENVS=8192 TRAIN_SECONDS=430 TOTAL=100000000 CKPT=50 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true
-NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}
+NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
 [ -n "$SKIP_INSTALL" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1; export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/device.txt
 python3 -c "import jax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)" | tee -a $OUT/device.txt
-timeout 120 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp | tee $OUT/physics.log
+timeout 90 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp | tee $OUT/physics.log
 NAME=gpu_${SCRIPT%.py}
-timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval 10 \
+timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval $CKPT \
   --exp-name $NAME "$@" 2>&1 | grep -v -E "warp|it/s\]$" | tee $OUT/train.log
 RUN=$(ls -d runs/${NAME}__* | tail -1)
 cp $RUN/metrics.csv $RUN/args.yaml $OUT/ ; cp $RUN/eval.json $OUT/ 2>/dev/null
