@@ -11,7 +11,7 @@ SCRIPT=${1:-ppo_mjx.py}; shift || true
 NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
 [ -n "$SKIP_INSTALL" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1; export PYTHONPATH=/tmp/site:$PWD
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+export PYTHONUNBUFFERED=1; unset MUJOCO_GL  # no EGL libraries there: mujoco must not try to load them on import
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/device.txt
 python3 -c "import jax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)" | tee -a $OUT/device.txt
 timeout 90 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp | tee $OUT/physics.log
