@@ -31,6 +31,7 @@ import tyro
 import yaml
 from flax import serialization, struct
 from mujoco import mjx
+from tqdm import tqdm
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 ROOT = Path(__file__).resolve().parent
@@ -623,16 +624,14 @@ ALGO = "ppo"
 def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_step: int):
     """Everything to resume (the whole runner state, env included) plus the policy alone for the tools."""
     state = jax.device_get(runner_state)
-    payload = {
-        "meta": dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
-                     iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE,
-                     critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE),
-        "policy": {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)},
-        "leaves": {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))},
-    }  # fmt: skip
+    meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
+                iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE,
+                critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE)  # fmt: skip
+    policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
+    leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(serialization.msgpack_serialize(payload))
+    tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
 
 
@@ -645,8 +644,8 @@ def read_checkpoint(path) -> dict:
         fail(f"--resume {path}: no such file")
     except Exception as e:  # msgpack raises several types on garbage
         fail(f"--resume {path}: not a readable checkpoint ({type(e).__name__})")
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        fail(f"--resume {path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "leaves" not in payload:
+        fail(f"--resume {path}: not a resumable {CHECKPOINT_FORMAT} checkpoint")
     if meta.get("algo") != ALGO:
         fail(f"--resume {path}: a checkpoint of '{meta.get('algo')}', this file trains '{ALGO}'")
     sizes = (meta["obs_size"], meta["critic_obs_size"], meta["action_size"])
@@ -658,26 +657,23 @@ def read_checkpoint(path) -> dict:
 
 def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerState:
     leaves, treedef = jax.tree.flatten(template)
-    saved = payload["leaves"]
-    if len(saved) != len(leaves):
-        fail(f"--resume {path}: the checkpoint holds {len(saved)} arrays, this run needs {len(leaves)}")
-    restored = [saved[str(i)] for i in range(len(leaves))]
-    for i, (a, b) in enumerate(zip(restored, leaves)):
-        if a.shape != b.shape:
-            fail(f"--resume {path}: array {i} has shape {a.shape}, this run needs {b.shape} (different --num-envs?)")
-    return jax.tree.unflatten(treedef, [jp.asarray(a, dtype=b.dtype) for a, b in zip(restored, leaves)])
+    saved = [payload["leaves"].get(str(i)) for i in range(len(leaves))]
+    for i, (a, b) in enumerate(zip(saved, leaves)):
+        if a is None or a.shape != b.shape or len(payload["leaves"]) != len(leaves):
+            fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
+                 f"different --num-envs?)")  # fmt: skip
+    return jax.tree.unflatten(treedef, [jp.asarray(a, dtype=b.dtype) for a, b in zip(saved, leaves)])
 
 
 class Logger:
-    """TensorBoard + metrics.csv + optional W&B. A failing sink warns once and is dropped; training goes on."""
+    """TensorBoard + metrics.csv + optional W&B. A failing W&B warns once and is dropped; training goes on."""
 
     def __init__(self, run_dir: Path, args: Args):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir))
-        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-        self.csv_path, self.csv_keys = run_dir / "metrics.csv", None
-        self.wandb = None
+        self.writer, self.wandb = SummaryWriter(str(run_dir)), None
+        self.writer.add_text("hyperparameters", "\n".join(f"{k}: {v}  " for k, v in asdict(args).items()))
+        self.csv_path, self.csv = run_dir / "metrics.csv", None
         if args.track:
             try:
                 import wandb
@@ -693,14 +689,12 @@ class Logger:
         for k, v in finite.items():
             self.writer.add_scalar(k, v, step)
         if csv_row:
-            row = {"global_step": step, **{k: (v if math.isfinite(v) else "") for k, v in metrics.items()}}
-            if self.csv_keys is None:  # the first iteration fixes the columns
-                self.csv_keys, new = list(row), not self.csv_path.exists()
-                self.csv_file = open(self.csv_path, "a", newline="")
-                self.csv = csv.DictWriter(self.csv_file, self.csv_keys, extrasaction="ignore")
+            if self.csv is None:  # the first iteration fixes the columns; a resumed run appends
+                new, self.csv_file = not self.csv_path.exists(), open(self.csv_path, "a", newline="")
+                self.csv = csv.DictWriter(self.csv_file, ["global_step", *metrics], extrasaction="ignore")
                 if new:
                     self.csv.writeheader()
-            self.csv.writerow(row)
+            self.csv.writerow({"global_step": step, **{k: v if math.isfinite(v) else "" for k, v in metrics.items()}})
             self.csv_file.flush()
         if self.wandb is not None:
             try:
@@ -711,7 +705,7 @@ class Logger:
 
     def close(self):
         self.writer.close()
-        if self.csv_keys is not None:
+        if self.csv is not None:
             self.csv_file.close()
         if self.wandb is not None:
             self.wandb.finish()
@@ -724,7 +718,7 @@ def make_train(args: Args, env: WildRobotEnv):
     """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, optimizer)."""
     actor, critic = Actor(env.ACTION_SIZE, args.min_std), Critic()
     num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
-    lr = optax.linear_schedule(args.learning_rate, 0.0, num_updates) if args.anneal_lr else args.learning_rate
+    lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
     optimizer = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optax.adam(lr, eps=1e-5))
     v_reset, v_step = jax.vmap(env.reset), jax.vmap(env.step)
 
@@ -777,8 +771,8 @@ def make_train(args: Args, env: WildRobotEnv):
         def update_epoch(carry, _):
             params, opt_state, rng, stop = carry
             rng, k = jax.random.split(rng)
-            perm = jax.random.permutation(k, args.batch_size)
-            shuffled = jax.tree.map(lambda x: x[perm].reshape((args.num_minibatches, args.minibatch_size) + x.shape[1:]), batch)
+            perm = jax.random.permutation(k, args.batch_size).reshape(args.num_minibatches, args.minibatch_size)
+            shuffled = jax.tree.map(lambda x: x[perm], batch)  # (num_minibatches, M, ...)
             (new_params, new_opt), metrics = jax.lax.scan(update_minibatch, (params, opt_state), shuffled)
             # target KL: once exceeded, the remaining epochs leave params untouched (a scan cannot `break`)
             keep = jax.tree.map(lambda new, old: jp.where(stop, old, new), (new_params, new_opt), (params, opt_state))
@@ -790,7 +784,8 @@ def make_train(args: Args, env: WildRobotEnv):
         (params, opt_state, rng, _), metrics = jax.lax.scan(update_epoch, (rs.params, rs.opt_state, rng, jp.bool_(False)),
                                                             None, args.update_epochs)  # fmt: skip
         done_epochs = jp.maximum(args.update_epochs - metrics["skipped"].sum(), 1.0)
-        metrics = {f"losses/{k}": (v * (1 - metrics["skipped"])).sum() / done_epochs for k, v in metrics.items() if k != "skipped"}
+        ran = 1 - metrics.pop("skipped")  # (update_epochs,) averages over the epochs that ran, all their minibatches
+        metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
         metrics["losses/explained_variance"] = explained_variance(traj.value, returns)
         # normalizer statistics move after the update, so rollout and update of one iteration use the same ones
         rs = RunnerState(params, opt_state, rs.obs_norm.update(traj.obs), rs.critic_norm.update(traj.critic_obs),
@@ -842,48 +837,37 @@ def main(args: Args):
     # TRY NOT TO MODIFY: run folder, seeding, logging
     env = WildRobotEnv(args)
     init, train_iteration, policy, lr = make_train(args, env)
-    key = jax.random.PRNGKey(args.seed)
+    key, runner_state, global_step = jax.random.PRNGKey(args.seed), None, 0
     if args.resume:
         payload = read_checkpoint(args.resume)
-        template = jax.eval_shape(init, key)
-        runner_state = restore_runner_state(payload, template, args.resume)
-        run_dir = Path(args.resume).resolve().parent.parent
-        global_step = int(payload["meta"]["global_step"])
+        runner_state = restore_runner_state(payload, jax.eval_shape(init, key), args.resume)
+        run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
         print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
     else:
         run_dir = Path("runs") / f"{args.exp_name}__{args.seed}__{int(time.time())}"  # CleanRL: under the cwd
         run_dir.mkdir(parents=True)
-        runner_state, global_step = None, 0
-    tmp = run_dir / "args.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(asdict(args), sort_keys=False))
-    os.replace(tmp, run_dir / "args.yaml")
+    (run_dir / "args.yaml.tmp").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
+    os.replace(run_dir / "args.yaml.tmp", run_dir / "args.yaml")
     logger = Logger(run_dir, args)
     print(f"run folder: {run_dir}" + (f" (defaults from {args.config})" if args.config else ""))
     print(f"{args.num_envs} envs × {args.num_steps} steps = batch {args.batch_size}, {args.num_iterations} iterations, "
-          f"obs {env.OBS_SIZE}, critic obs {env.CRITIC_OBS_SIZE}, actions {env.ACTION_SIZE}, "
-          f"{env.n_substeps} physics steps of {env.mj_model.opt.timestep} s per control step, on {jax.devices()[0]}")  # fmt: skip
+          f"obs {env.OBS_SIZE}, critic obs {env.CRITIC_OBS_SIZE}, actions {env.ACTION_SIZE}, {env.n_substeps} physics "
+          f"steps of {env.mj_model.opt.timestep} s per control step, on {jax.devices()[0]}")  # fmt: skip
 
     # ALGO LOGIC: compile once (timed separately), then iterate
     start = time.time()
-    if runner_state is None:
-        runner_state = jax.jit(init)(key)
+    runner_state = jax.jit(init)(key) if runner_state is None else runner_state
     step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
-    compile_seconds = time.time() - start
-    print(f"compiled in {compile_seconds:.1f} s")
-    logger.log(global_step, {"charts/compile_seconds": compile_seconds}, csv_row=False)
-
-    from tqdm import tqdm
-
-    first = int(runner_state.iteration)
-    start, start_step, last_ckpt = time.time(), global_step, None
-    bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, unit="it",
-               dynamic_ncols=True, file=sys.stdout)  # fmt: skip
+    print(f"compiled in {time.time() - start:.1f} s")
+    logger.log(global_step, {"charts/compile_seconds": time.time() - start}, csv_row=False)
+    first, start, start_step, last_ckpt = int(runner_state.iteration), time.time(), global_step, None
+    bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
     for iteration in bar:
         runner_state, metrics = step_fn(runner_state)
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         global_step += args.batch_size
         metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
-        metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches) if callable(lr) else lr)  # fmt: skip
+        metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
         if not math.isfinite(metrics["losses/policy_loss"]):
             logger.close()
             fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}")
@@ -898,25 +882,24 @@ def main(args: Args):
             for old in sorted(last_ckpt.parent.glob("ckpt_*.msgpack"))[:-3]:  # keep the latest three
                 old.unlink()
     bar.close()
-
     if args.verify and args.save_model:  # the checkpoint round trip the resume path relies on
         restored = restore_runner_state(read_checkpoint(last_ckpt), jax.eval_shape(init, key), last_ckpt)
-        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(jax.device_get(runner_state))))  # fmt: skip
-        if not same:
+        pairs = zip(jax.tree.leaves(restored), jax.tree.leaves(jax.device_get(runner_state)))
+        if not all(np.array_equal(a, b) for a, b in pairs):
             fail(f"verify: checkpoint {last_ckpt} does not restore the runner state")
         print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
 
-    rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
-    eval_rng = jax.random.PRNGKey(args.seed + 1)
-    eval_metrics = evaluate(rollout, runner_state.params, runner_state.obs_norm, eval_rng)
+    eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
+    eval_metrics = evaluate(make_rollout(env, policy, args.eval_episodes, env.episode_steps), params, obs_norm, eval_rng)
     logger.log(global_step, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
     if args.capture_video:  # rendering is a tool (utils/render.py), headless with MUJOCO_GL=egl
         from utils.render import render_qpos, write_frames
 
-        qpos = make_rollout(env, policy, 1, env.episode_steps)(runner_state.params, runner_state.obs_norm, eval_rng)["qpos"]
-        print("video:", write_frames(render_qpos(env.mj_model, np.asarray(qpos[:, 0])), run_dir / "videos" / "final.mp4", 1 / CTRL_DT))
+        qpos = make_rollout(env, policy, 1, env.episode_steps)(params, obs_norm, eval_rng)["qpos"][:, 0]  # (T, nq)
+        path = write_frames(render_qpos(env.mj_model, np.asarray(qpos)), run_dir / "videos" / "final.mp4", 1 / CTRL_DT)
+        print(f"video: {path}")
     logger.close()
     return runner_state, run_dir
 
