@@ -788,8 +788,9 @@ def make_train(args: Args, env: WildRobotEnv):
         metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
         metrics["losses/explained_variance"] = explained_variance(traj.value, returns)
         # normalizer statistics move after the update, so rollout and update of one iteration use the same ones
-        rs = RunnerState(params, opt_state, rs.obs_norm.update(traj.obs), rs.critic_norm.update(traj.critic_obs),
-                         env_state, rng, rs.iteration + 1)  # fmt: skip
+        rs = rs.replace(params=params, opt_state=opt_state, obs_norm=rs.obs_norm.update(traj.obs),
+                        critic_norm=rs.critic_norm.update(traj.critic_obs), env_state=env_state, rng=rng,
+                        iteration=rs.iteration + 1)  # fmt: skip
         done = traj.done.astype(jp.float32)
         n_done = done.sum()
         metrics |= {k: v.mean() for k, v in env_metrics.items() if k.startswith("reward/")}

@@ -32,3 +32,12 @@ def ppo_verify_run(tmp_path_factory):
     proc = run_script("ppo_mjx.py", "--verify", "--exp-name", "verify", cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return only_run_dir(cwd), proc
+
+
+@pytest.fixture(scope="session")
+def amp_verify_run(tmp_path_factory):
+    """`python ppo_amp_mjx.py --verify` with the default AMP weights: the run folder."""
+    cwd = tmp_path_factory.mktemp("amp_verify")
+    proc = run_script("ppo_amp_mjx.py", "--verify", "--exp-name", "verify", cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return only_run_dir(cwd), proc

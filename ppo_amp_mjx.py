@@ -1,0 +1,1121 @@
+"""PPO + Adversarial Motion Priors on MuJoCo MJX: the WildRobot walks on command, in the style of reference motions.
+
+    python ppo_amp_mjx.py                     # the default job: 2048 envs, the shipped gait clips in assets/motions
+    python ppo_amp_mjx.py --motion-file my_clips.npz --amp-weight 1.0
+    python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
+    python ppo_amp_mjx.py --amp-weight 0      # exactly ppo_mjx.py on the same seed
+
+This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block ppo_mjx.py lacks
+starts with `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
+reference clips' (s, s') feature pairs from the policy's; its least-squares score becomes a style reward added to
+the task reward. See README.md "ppo_amp_mjx.py" for the flags, the metric names and results. Structure follows CleanRL's `ppo_continuous_action.py`; the rollout + GAE + update is
+one jitted function built from `lax.scan`, as in PureJaxRL; the env is laid out like a MuJoCo Playground joystick env.
+"""
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jp
+import mujoco
+import numpy as np
+import optax
+import tyro
+import yaml
+from flax import serialization, struct
+from mujoco import mjx
+from tqdm import tqdm
+
+# AMP: the safe motion loader (after mujoco is imported; it never unpickles)
+from utils.motions import MotionFileError, load_motions
+
+# Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
+# AMP: D AMP feature dim (41), P reference pairs, R replay size
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (first part of the run folder)"""
+    seed: int = 1
+    """seed of the experiment"""
+    track: bool = False
+    """log to Weights & Biases (also works with WANDB_MODE=offline)"""
+    wandb_project_name: str = "wildrobot-mjx"
+    """the W&B project name"""
+    wandb_entity: str | None = None
+    """the W&B entity (team)"""
+    capture_video: bool = False
+    """render a video of the final policy into the run folder's videos/"""
+    save_model: bool = True
+    """write checkpoints (every `checkpoint_interval` iterations and at the end)"""
+    checkpoint_interval: int = 50
+    """iterations between checkpoints"""
+    config: str | None = None
+    """a saved args.yaml to take defaults from; flags given on the command line override it"""
+    resume: str | None = None
+    """a checkpoint to continue from (its args are the defaults; flags override)"""
+    verify: bool = False
+    """tiny run through every code path (rollout, update, checkpoint save + reload, eval) in < 2 min on a CPU"""
+    eval_episodes: int = 16
+    """parallel episodes of the deterministic policy evaluated at the end of training"""
+
+    # Environment
+    scene: str = "assets/scene_flat.xml"
+    """the MJCF scene (relative paths are resolved against this file's folder)"""
+    episode_seconds: float = 20.0
+    """time limit of an episode (truncation, bootstrapped)"""
+    action_scale: float = 0.4
+    """servo target = default pose + action_scale · action (rad)"""
+    domain_randomization: bool = True
+    """per-episode friction, masses, joint friction/armature/damping, kp, force limit, default-pose offsets"""
+    push: bool = True
+    """random velocity kicks of the pelvis every 5-10 s"""
+    obs_noise: bool = True
+    """uniform noise on the actor's observations"""
+    action_latency: bool = True
+    """half of the episodes apply the action one control step late"""
+
+    # Algorithm
+    total_timesteps: int = 100_000_000
+    """total environment steps of the experiment"""
+    num_iterations: int | None = None
+    """number of PPO iterations (overrides total_timesteps when given)"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 2048
+    """the number of parallel environments"""
+    num_steps: int = 20
+    """the number of steps per environment per rollout"""
+    anneal_lr: bool = True
+    """linearly anneal the learning rate to zero"""
+    gamma: float = 0.97
+    """the discount factor"""
+    gae_lambda: float = 0.95
+    """the lambda of generalized advantage estimation"""
+    num_minibatches: int = 8
+    """the number of minibatches per epoch"""
+    update_epochs: int = 4
+    """the number of epochs over each rollout"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """clip the value loss like the policy (PPO2)"""
+    ent_coef: float = 0.005
+    """coefficient of the entropy bonus"""
+    vf_coef: float = 0.5
+    """coefficient of the value loss"""
+    max_grad_norm: float = 1.0
+    """the maximum norm for gradient clipping"""
+    target_kl: float | None = None
+    """skip the remaining epochs of an iteration once the approximate KL exceeds this"""
+    min_std: float = 0.05
+    """floor of the policy's action standard deviation"""
+
+    # AMP: style reward from a discriminator trained on reference motions
+    motion_file: str = "assets/motions"
+    """reference motions: an .npz file or a folder of them (utils/motions.py format)"""
+    amp_weight: float = 2.0
+    """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
+    task_weight: float = 1.0
+    """weight of the task reward"""
+    disc_loss: Literal["lsgan", "bce"] = "lsgan"
+    """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
+    disc_learning_rate: float = 1e-4
+    """learning rate of the discriminator"""
+    disc_grad_penalty: float = 10.0
+    """weight of the gradient penalty on reference samples"""
+    disc_logit_reg: float = 0.05
+    """L2 weight on the discriminator's output layer"""
+    disc_weight_decay: float = 1e-4
+    """L2 weight on all discriminator weights"""
+    disc_replay_size: int = 100_000
+    """replay buffer of past policy (s, s') pairs"""
+    disc_batch_size: int = 4096
+    """reference pairs (and as many policy pairs) per discriminator update"""
+    disc_updates: int = 4
+    """discriminator updates per iteration"""
+
+    # to be filled in at runtime
+    batch_size: int = 0
+    """the batch size (num_envs · num_steps)"""
+    minibatch_size: int = 0
+    """the minibatch size (batch_size // num_minibatches)"""
+
+
+VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2, checkpoint_interval=1,
+                    eval_episodes=2, episode_seconds=0.2)  # fmt: skip
+# AMP: small discriminator sizes for --verify
+VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=128)
+
+
+def fail(message: str):
+    """One clear line on stderr, a non-zero exit, nothing written."""
+    raise SystemExit(f"error: {message}")
+
+
+# AMP: a relative --motion-file is looked up from the current folder, then from this file's folder (the default)
+def motion_path(name: str) -> Path:
+    path = Path(name)
+    return path if path.exists() or path.is_absolute() or not (ROOT / path).exists() else ROOT / path
+
+
+def finalize_args(args: Args) -> Args:
+    """Apply --verify sizes, validate flag combinations (before any compile) and fill the derived fields."""
+    args = replace(args, **VERIFY_SIZES) if args.verify else args
+    for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    batch = args.num_envs * args.num_steps
+    if batch % args.num_minibatches:
+        fail(f"--num-envs × --num-steps ({batch}) is not divisible by --num-minibatches ({args.num_minibatches})")
+    if args.num_iterations is not None and args.num_iterations <= 0:
+        fail(f"--num-iterations must be positive, got {args.num_iterations}")
+    if args.num_iterations is None and args.total_timesteps < batch:
+        fail(f"--total-timesteps ({args.total_timesteps}) is smaller than one batch (--num-envs × --num-steps = {batch})")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
+    if min(args.learning_rate, args.episode_seconds, args.min_std) <= 0:
+        fail("--learning-rate, --episode-seconds and --min-std must be positive")
+    if not (ROOT / args.scene).is_file():
+        fail(f"--scene {args.scene}: no such file")
+    # AMP: weights, discriminator sizes and the motion file are checked before any compile
+    if min(args.amp_weight, args.task_weight) < 0:
+        fail(f"--amp-weight and --task-weight must be >= 0, got {args.amp_weight} and {args.task_weight}")
+    if min(args.disc_batch_size, args.disc_replay_size, args.disc_updates) <= 0 or args.disc_learning_rate <= 0:
+        fail("--disc-batch-size, --disc-replay-size, --disc-updates and --disc-learning-rate must be positive")
+    try:
+        load_motions(motion_path(args.motion_file))
+    except MotionFileError as e:
+        fail(f"--motion-file {e}")
+    iterations = args.num_iterations or args.total_timesteps // batch
+    return replace(args, batch_size=batch, minibatch_size=batch // args.num_minibatches, num_iterations=iterations,
+                   total_timesteps=iterations * batch)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """tyro on top of defaults from --resume CHECKPOINT, then --config FILE.yaml (peeked before tyro parses)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    peek = {f: next((v for a, v in zip(argv, argv[1:] + [None]) if a == f), None) for f in ("--resume", "--config")}
+    peek |= {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a and a.split("=", 1)[0] in peek}
+    default = Args()
+    for flag, path in peek.items():
+        if path is None:
+            continue
+        if flag == "--resume":
+            values = read_checkpoint(path)["meta"]["args"]
+        else:
+            try:
+                values = yaml.safe_load(Path(path).read_text())
+                assert isinstance(values, dict), "not a mapping of settings"
+            except (OSError, yaml.YAMLError, AssertionError) as e:
+                fail(f"--config {path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0]})")
+        unknown = sorted(set(values) - {f.name for f in fields(Args)})
+        if unknown:
+            fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
+        ignore = ("batch_size", "minibatch_size", "config", "resume", "verify")  # derived, or about this invocation
+        default = replace(default, **{k: v for k, v in values.items() if k not in ignore})
+    args = tyro.cli(Args, default=default, args=argv)
+    if any(a.startswith("--total-timesteps") for a in argv) and not any(a.startswith("--num-iterations") for a in argv):
+        args = replace(args, num_iterations=None)  # a saved config's resolved num_iterations must not win
+    return finalize_args(args)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ENV: the WildRobot walking task (Playground layout: config, reset, step, observation, named reward terms)
+# ---------------------------------------------------------------------------------------------------------------------
+CTRL_DT = 0.02  # 50 Hz control
+GAIT_FREQUENCY = 1.5  # Hz, one left + one right step per cycle
+FEET_SITES = ("left_foot", "right_foot")
+SOLES = ("left_sole", "right_sole")
+COMMAND_RANGE = np.array([[-0.3, 0.6], [-0.2, 0.2], [-0.8, 0.8]])  # vx (m/s), vy (m/s), yaw rate (rad/s)
+COMMAND_SECONDS = 5.0  # a new command every 5 s; 10 % of commands are "stand still"
+SWING_HEIGHT = 0.04  # m, target foot clearance at mid-swing
+FALL_HEIGHT = 0.25  # m, pelvis height below which the robot has fallen (standing: 0.478)
+REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
+    tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.1)
+    tracking_ang_vel=0.75,  # exp(-(ω_z - cmd_yaw)² / 0.25)
+    lin_vel_z=-0.5,  # v_z²
+    ang_vel_xy=-0.05,  # |ω_xy|²
+    orientation=-5.0,  # |gravity_xy|² in the torso frame
+    torques=-2e-4,  # Σ τ²
+    action_rate=-0.01,  # Σ (a - a_prev)²
+    feet_air_time=1.0,  # Σ (air time - 0.2 s) at touchdown, only when commanded to move
+    feet_slip=-0.25,  # Σ |v_foot_xy|² while in contact
+    feet_phase=1.0,  # exp(-Σ (z_foot - z_target(phase))² / 0.001): alternate swing feet to the gait clock
+    pose=-0.5,  # Σ w (q - q_default)², strongest on hip roll and waist yaw
+    stand_still=-1.0,  # Σ |q - q_default| when the command is zero
+    alive=1.0,  # 1 per step not fallen
+    termination=-10.0,  # 1 on a fall
+)
+# domain randomization, per episode: (low, high, how the draw applies to the nominal value)
+RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
+                     frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
+                     kp=(0.9, 1.1, "scale"), force_limit=(0.9, 1.1, "scale"), pose_offset=(-0.03, 0.03, "add"))  # fmt: skip
+# uniform noise amplitudes on the actor's observations
+NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
+
+
+@struct.dataclass
+class Randomization:
+    """Per-episode physics parameters (sampled at reset; nominal values when domain randomization is off)."""
+
+    friction: jax.Array  # ()  sliding friction of the floor and soles
+    mass_scale: jax.Array  # (nbody,)
+    torso_mass: jax.Array  # ()  added to the torso (kg)
+    frictionloss: jax.Array  # (nv,)
+    armature: jax.Array  # (nv,)
+    damping: jax.Array  # (nv,)
+    kp: jax.Array  # (A,)
+    force_limit: jax.Array  # (A,)
+    pose_offset: jax.Array  # (A,)  calibration error of the default pose
+
+
+@struct.dataclass
+class EnvInfo:
+    rng: jax.Array  # (2,)
+    command: jax.Array  # (3,)  vx, vy, yaw rate
+    last_action: jax.Array  # (A,)
+    latency: jax.Array  # ()  bool: apply last step's action
+    phase: jax.Array  # ()  gait clock (rad)
+    feet_air_time: jax.Array  # (2,)
+    last_contact: jax.Array  # (2,) bool
+    step: jax.Array  # ()  control steps in this episode
+    push_countdown: jax.Array  # ()  steps until the next push
+    episode_return: jax.Array  # ()
+    rand: Randomization
+
+
+@struct.dataclass
+class EnvState:
+    data: mjx.Data
+    obs: jax.Array  # (O,)
+    critic_obs: jax.Array  # (C,)
+    reward: jax.Array  # ()
+    done: jax.Array  # ()  terminated or truncated (the env has been reset)
+    truncated: jax.Array  # ()
+    reached_critic_obs: jax.Array  # (C,)  critic obs of the state the last step reached, before any auto-reset
+    # AMP: features of that same reached state, the s' of the policy's (s, s') pair
+    reached_amp_features: jax.Array  # (D,)
+    info: EnvInfo
+    metrics: dict  # reward/<term> (), nan_reset (), episode_return (), episode_length () — at done
+
+
+class WildRobotEnv:
+    """Velocity-command walking on MJX. All methods are pure and jit/vmap-able (self is static)."""
+
+    OBS_SIZE = 3 + 3 + 3 + 11 + 11 + 11 + 2  # gravity, gyro, command, joint pos - default, joint vel, action, phase
+    CRITIC_OBS_SIZE = OBS_SIZE + 3 + 1 + 2 + 2 + 11  # + local lin vel, height, contacts, feet height, torques / 4
+    ACTION_SIZE = 11
+
+    def __init__(self, args: Args):
+        self.args = args
+        self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
+        self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
+        self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
+        m = self.mj_model
+        assert m.nu == self.ACTION_SIZE, f"{args.scene}: expected {self.ACTION_SIZE} actuators, found {m.nu}"
+        self.joint_names = [m.joint(m.actuator_trnid[i, 0]).name for i in range(m.nu)]
+        self.home_qpos = jp.asarray(m.key_qpos[m.keyframe("home").id])
+        self.default_pose = self.home_qpos[7:]  # qpos order == actuator order
+        self.ctrl_range = jp.asarray(m.actuator_ctrlrange)
+        self.episode_steps = round(args.episode_seconds / CTRL_DT)
+        self.imu = m.site("imu").id
+        self.torso = m.body("torso").id
+        self.feet = jp.array([m.site(s).id for s in FEET_SITES])
+        self.soles = np.array([m.geom(g).id for g in SOLES])
+        self.gyro_adr = m.sensor_adr[m.sensor("gyro").id]
+        self.linvel_adr = m.sensor_adr[m.sensor("local_linvel").id]
+        # pose penalty weights: hip roll and waist yaw drift most without it
+        w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
+        self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
+        # the data every reset starts from (forward kinematics of `home` done once, here)
+        self.init_data = mjx.forward(self.model, mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos))
+
+    # --- randomization -------------------------------------------------------------------------------------------
+    def sample_randomization(self, rng) -> Randomization:
+        """Nominal values times (or plus, for offsets) a uniform draw from RANDOMIZATION, one per episode."""
+        m = self.mj_model
+        nominal = Randomization(jp.float32(0.8), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
+                                jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
+                                jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu))  # fmt: skip
+        if not self.args.domain_randomization:
+            return nominal
+        keys = dict(zip(RANDOMIZATION, jax.random.split(rng, len(RANDOMIZATION))))
+        draw = {k: jax.random.uniform(keys[k], getattr(nominal, k).shape, minval=lo, maxval=hi)
+                for k, (lo, hi, _) in RANDOMIZATION.items()}  # fmt: skip
+        return nominal.replace(**{k: draw[k] if mode == "set" else getattr(nominal, k) * draw[k] if mode == "scale"
+                                  else getattr(nominal, k) + draw[k] for k, (_, _, mode) in RANDOMIZATION.items()})
+
+    def randomized_model(self, r: Randomization) -> mjx.Model:
+        mass = self.model.body_mass * r.mass_scale
+        mass = mass.at[self.torso].add(r.torso_mass)
+        inertia = self.model.body_inertia * (mass / jp.maximum(self.model.body_mass, 1e-9))[:, None]
+        return self.model.replace(
+            geom_friction=self.model.geom_friction.at[:, 0].set(r.friction),
+            body_mass=mass, body_inertia=inertia,
+            dof_frictionloss=r.frictionloss, dof_armature=r.armature, dof_damping=r.damping,
+            actuator_gainprm=self.model.actuator_gainprm.at[:, 0].set(r.kp),
+            actuator_biasprm=self.model.actuator_biasprm.at[:, 1].set(-r.kp),
+            actuator_forcerange=jp.stack([-r.force_limit, r.force_limit], axis=-1),
+        )  # fmt: skip
+
+    # --- reset / step --------------------------------------------------------------------------------------------
+    def sample_command(self, rng):
+        k1, k2 = jax.random.split(rng)
+        lo, hi = COMMAND_RANGE[:, 0], COMMAND_RANGE[:, 1]
+        cmd = jax.random.uniform(k1, (3,), minval=lo, maxval=hi)
+        cmd = jp.where(jp.abs(cmd) < 0.05, 0.0, cmd)  # tiny commands are noise: make them exactly zero
+        return jp.where(jax.random.uniform(k2) < 0.1, jp.zeros(3), cmd)
+
+    def reset(self, rng) -> EnvState:
+        """A fresh episode at `home` (+ small joint noise). Positions only: obs read the init data's sensors."""
+        rng, k_q, k_v, k_cmd, k_rand, k_lat, k_push = jax.random.split(rng, 7)
+        qpos = self.home_qpos.at[7:].add(jax.random.uniform(k_q, (11,), minval=-0.05, maxval=0.05))
+        qvel = jax.random.uniform(k_v, (self.mj_model.nv,), minval=-0.05, maxval=0.05)
+        # no forward pass here: the first obs reads gravity/gyro of `home`, stale by the noise only (saves one
+        # forward per env per step inside the auto-reset, where both branches are computed)
+        data = self.init_data.replace(qpos=qpos, qvel=qvel, ctrl=self.default_pose)
+        info = EnvInfo(
+            rng=rng, command=self.sample_command(k_cmd), last_action=jp.zeros(11),
+            latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
+            phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
+            push_countdown=jax.random.randint(k_push, (), 250, 500), episode_return=jp.float32(0.0),
+            rand=self.sample_randomization(k_rand),
+        )  # fmt: skip
+        obs, critic_obs = self.observe(data, info, jp.ones(2, bool), jax.random.fold_in(rng, 1))
+        zero = jp.float32(0.0)
+        metrics = {f"reward/{k}": zero for k in REWARD_SCALES} | dict(nan_reset=zero, episode_return=zero,
+                                                                       episode_length=zero)  # fmt: skip
+        # AMP: the fresh state's features
+        return EnvState(data, obs, critic_obs, zero, jp.bool_(False), jp.bool_(False), critic_obs,
+                        self.amp_observation(data), info, metrics)  # fmt: skip
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        info = state.info
+        rng, k_push, k_cmd, k_noise, k_reset = jax.random.split(info.rng, 5)
+        action = jp.clip(action, -1.0, 1.0)
+        applied = jp.where(info.latency, info.last_action, action)  # 0-1 step action latency
+        target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
+        data = state.data.replace(ctrl=jp.clip(target, self.ctrl_range[:, 0], self.ctrl_range[:, 1]))
+        # push: a velocity kick of the pelvis, every 5-10 s
+        kick = jax.random.uniform(k_push, (2,), minval=-0.3, maxval=0.3)
+        push_now = self.args.push & (info.push_countdown <= 0)
+        data = data.replace(qvel=data.qvel.at[:2].add(jp.where(push_now, kick, 0.0)))
+        countdown = jp.where(info.push_countdown <= 0, jax.random.randint(k_push, (), 250, 500), info.push_countdown - 1)
+
+        model = self.randomized_model(info.rand)
+        feet_before = data.site_xpos[self.feet]
+        data = jax.lax.fori_loop(0, self.n_substeps, lambda _, d: mjx.step(model, d), data)
+
+        # NaN guard: a non-finite state ends the episode (counted) and never reaches the update
+        finite = jp.isfinite(data.qpos).all() & jp.isfinite(data.qvel).all()
+        data = jax.tree.map(lambda new, old: jp.where(finite, new, old), data, state.data)
+
+        contact = self.feet_contact(data)
+        feet_vel = (data.site_xpos[self.feet] - feet_before) / CTRL_DT  # (2, 3)
+        first_contact = contact & ~info.last_contact
+        air_time = info.feet_air_time + CTRL_DT
+        phase = jp.mod(info.phase + 2 * jp.pi * GAIT_FREQUENCY * CTRL_DT, 2 * jp.pi)
+        upright = -self.gravity(data)[2]
+        fallen = (data.qpos[2] < FALL_HEIGHT) | (upright < 0.5)
+        terminated = fallen | ~finite
+        terms = self.reward_terms(data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen)
+        terms = {k: v * REWARD_SCALES[k] for k, v in terms.items()}
+        reward = jp.where(finite, CTRL_DT * sum(terms.values()), 0.0)
+
+        step = info.step + 1
+        truncated = (step >= self.episode_steps) & ~terminated
+        done = terminated | truncated
+        new_cmd = jp.mod(step, round(COMMAND_SECONDS / CTRL_DT)) == 0
+        info = info.replace(
+            rng=rng, command=jp.where(new_cmd, self.sample_command(k_cmd), info.command), last_action=action,
+            phase=phase, feet_air_time=jp.where(contact, 0.0, air_time), last_contact=contact, step=step,
+            push_countdown=countdown, episode_return=info.episode_return + reward,
+        )  # fmt: skip
+        obs, critic_obs = jax.tree.map(lambda x: jp.where(finite, x, 0.0), self.observe(data, info, contact, k_noise))
+        terms = jax.tree.map(lambda x: jp.where(finite, x, 0.0), terms)
+        metrics = {f"reward/{k}": v for k, v in terms.items()} | dict(
+            nan_reset=(~finite).astype(jp.float32),
+            episode_return=info.episode_return, episode_length=step.astype(jp.float32))  # fmt: skip
+        # AMP: features of the reached state survive the auto-reset, like its critic obs
+        amp_reached = self.amp_observation(data)
+        stepped = EnvState(data, obs, critic_obs, reward, done, truncated, critic_obs, amp_reached, info, metrics)
+        # auto-reset: a done env continues from a fresh episode; the reached critic obs stays for the bootstrap
+        fresh = self.reset(k_reset)
+        after = jax.tree.map(lambda a, b: jp.where(done, a, b), fresh, stepped)
+        # AMP: keep the reached state's features too
+        return after.replace(reward=reward, done=done, truncated=truncated, reached_critic_obs=critic_obs,
+                             reached_amp_features=amp_reached, metrics=metrics)
+
+    # --- observation / reward ------------------------------------------------------------------------------------
+    def gravity(self, data) -> jax.Array:
+        """Gravity direction in the IMU frame (3,): (0, 0, -1) when upright."""
+        return -data.site_xmat[self.imu][2]
+
+    # AMP: the one feature path for policy states (reference clips go through the same amp_features)
+    def amp_observation(self, data) -> jax.Array:
+        return amp_features(data.qpos, data.qvel, data.site_xpos[self.feet])
+
+    def feet_contact(self, data) -> jax.Array:
+        """(2,) bool: a sole touches the floor. MJX keeps a fixed contact list; unused slots have dist > 0."""
+        c = data._impl.contact
+        touching = c.dist < 1e-3
+        return jp.array([jp.any(touching & ((c.geom1 == g) | (c.geom2 == g))) for g in self.soles])
+
+    def observe(self, data, info: EnvInfo, contact, rng):
+        """Actor obs (O,) with noise and the clean critic obs (C,) with privileged terms."""
+        gyro = data.sensordata[self.gyro_adr : self.gyro_adr + 3]
+        joint_pos = data.qpos[7:] - self.default_pose
+        parts = dict(gravity=self.gravity(data), gyro=gyro, joint_pos=joint_pos, joint_vel=data.qvel[6:])
+        noisy = dict(parts)
+        if self.args.obs_noise:
+            for i, (k, v) in enumerate(parts.items()):
+                noisy[k] = v + NOISE[k] * jax.random.uniform(jax.random.fold_in(rng, i), v.shape, minval=-1, maxval=1)
+
+        def actor(p):
+            return jp.hstack([
+                p["gravity"],  # 3
+                p["gyro"],  # 3
+                info.command,  # 3
+                p["joint_pos"],  # 11
+                p["joint_vel"] * 0.1,  # 11
+                info.last_action,  # 11
+                jp.cos(info.phase), jp.sin(info.phase),  # 2
+            ])  # fmt: skip
+
+        critic = jp.hstack([
+            actor(parts),  # O, clean
+            data.sensordata[self.linvel_adr : self.linvel_adr + 3],  # 3 local linear velocity
+            data.qpos[2:3],  # 1 pelvis height
+            contact.astype(jp.float32),  # 2
+            data.site_xpos[self.feet, 2],  # 2 feet height
+            data.actuator_force / 4.0,  # 11
+        ])  # fmt: skip
+        return actor(noisy), critic
+
+    def reward_terms(self, data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen) -> dict:
+        cmd = info.command
+        linvel = data.sensordata[self.linvel_adr : self.linvel_adr + 3]
+        angvel = data.qvel[3:6]  # pelvis angular velocity, pelvis frame
+        moving = jp.linalg.norm(cmd) > 0.05
+        # gait clock: left foot swings in the first half of the cycle, right in the second; both down when standing
+        swing = jp.array([jp.sin(phase), -jp.sin(phase)])
+        feet_target = SWING_HEIGHT * jp.clip(swing, 0.0, 1.0) * moving
+        deviation = data.qpos[7:] - self.default_pose
+        return dict(
+            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.1),
+            tracking_ang_vel=jp.exp(-((cmd[2] - angvel[2]) ** 2) / 0.25),
+            lin_vel_z=linvel[2] ** 2,
+            ang_vel_xy=jp.sum(angvel[:2] ** 2),
+            orientation=jp.sum(self.gravity(data)[:2] ** 2),
+            torques=jp.sum(data.actuator_force**2),
+            action_rate=jp.sum((action - info.last_action) ** 2),
+            feet_air_time=jp.sum((air_time - 0.2) * first_contact) * moving,
+            feet_slip=jp.sum(jp.sum(feet_vel[:, :2] ** 2, axis=-1) * contact),
+            feet_phase=jp.exp(-jp.sum((data.site_xpos[self.feet, 2] - feet_target) ** 2) / 0.001),
+            pose=jp.sum(self.pose_weights * deviation**2),
+            stand_still=jp.sum(jp.abs(deviation)) * ~moving,
+            alive=(~fallen).astype(jp.float32),
+            termination=fallen.astype(jp.float32),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ALGO LOGIC: networks, containers, GAE, PPO loss, observation normalizer
+# ---------------------------------------------------------------------------------------------------------------------
+def dense(features, scale):
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros)
+
+
+class Actor(nn.Module):
+    action_size: int
+    min_std: float
+    hidden: tuple = (256, 128, 128)
+
+    @nn.compact
+    def __call__(self, obs):  # (..., O) normalized
+        x = obs
+        for h in self.hidden:
+            x = nn.swish(dense(h, math.sqrt(2))(x))
+        mean = dense(self.action_size, 0.01)(x)  # (..., A)
+        log_std = self.param("log_std", nn.initializers.constant(math.log(0.5)), (self.action_size,))
+        std = jp.maximum(jp.exp(log_std), self.min_std)  # floored: exploration never collapses
+        return mean, jp.broadcast_to(std, mean.shape)
+
+
+class Critic(nn.Module):
+    hidden: tuple = (256, 256, 128)
+
+    @nn.compact
+    def __call__(self, critic_obs):  # (..., C) normalized
+        x = critic_obs
+        for h in self.hidden:
+            x = nn.swish(dense(h, math.sqrt(2))(x))
+        return dense(1, 1.0)(x)[..., 0]  # (...,)
+
+
+@struct.dataclass
+class Normalizer:
+    """Running mean/variance (parallel Welford), applied inside jit."""
+
+    mean: jax.Array  # (D,)
+    var: jax.Array  # (D,)
+    count: jax.Array  # ()
+
+    @classmethod
+    def create(cls, size):
+        return cls(jp.zeros(size), jp.ones(size), jp.float32(1e-4))
+
+    def update(self, x):  # x (..., D)
+        x = x.reshape(-1, x.shape[-1])
+        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        return Normalizer(mean, m2 / total, total)
+
+    def __call__(self, x):
+        return jp.clip((x - self.mean) / jp.sqrt(self.var + 1e-8), -10.0, 10.0)
+
+
+def gaussian_log_prob(mean, std, x):  # (..., A) -> (...,)
+    return jp.sum(-0.5 * ((x - mean) / std) ** 2 - jp.log(std) - 0.5 * jp.log(2 * jp.pi), axis=-1)
+
+
+def gaussian_entropy(std):  # (..., A) -> (...,)
+    return jp.sum(0.5 + 0.5 * jp.log(2 * jp.pi) + jp.log(std), axis=-1)
+
+
+class Transition(NamedTuple):
+    obs: jax.Array  # (T, N, O)
+    critic_obs: jax.Array  # (T, N, C)
+    action: jax.Array  # (T, N, A)
+    log_prob: jax.Array  # (T, N)
+    value: jax.Array  # (T, N)
+    next_value: jax.Array  # (T, N)  V of the state reached, before any reset (bootstraps truncation)
+    reward: jax.Array  # (T, N)
+    terminated: jax.Array  # (T, N)
+    done: jax.Array  # (T, N)  terminated or truncated
+
+
+@struct.dataclass
+class RunnerState:
+    params: dict  # {"actor": ..., "critic": ...}
+    opt_state: optax.OptState
+    obs_norm: Normalizer  # (O,)
+    critic_norm: Normalizer  # (C,)
+    env_state: EnvState  # batched (N, ...)
+    rng: jax.Array  # (2,)
+    iteration: jax.Array  # ()  completed iterations
+    # AMP: discriminator, its optimizer, feature normalizer, replay of policy pairs, its own RNG stream
+    disc_params: dict
+    disc_opt_state: optax.OptState
+    amp_norm: Normalizer  # (D,)
+    replay: jax.Array  # (R, 2D)
+    replay_count: jax.Array  # ()  pairs ever inserted
+    amp_rng: jax.Array  # (2,)  separate, so --amp-weight 0 consumes PPO's stream exactly like ppo_mjx.py
+
+
+def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
+    """Generalized advantage estimation with bootstrap on truncation.
+
+    All inputs are [T, N]. `next_values[t]` is V(s_{t+1}) of the state the env reached at step t, before any
+    auto-reset, so a truncated step bootstraps from it while a terminated step does not (`terminated` = 1). `dones`
+    (terminated or truncated) cuts the recursion at episode ends. Returns (advantages, returns), both [T, N].
+    """
+
+    def backward(gae, t):
+        reward, value, next_value, term, done = t
+        delta = reward + gamma * next_value * (1.0 - term) - value
+        gae = delta + gamma * gae_lambda * (1.0 - done) * gae
+        return gae, gae
+
+    inputs = (rewards, values, next_values, terminated.astype(jp.float32), dones.astype(jp.float32))
+    _, advantages = jax.lax.scan(backward, jp.zeros_like(rewards[0]), inputs, reverse=True)
+    return advantages, advantages + values
+
+
+def ppo_loss(new_log_prob, entropy, new_value, mb, clip_coef, clip_vloss, ent_coef, vf_coef, norm_adv):
+    """Clipped PPO objective on one minibatch; all inputs are [M] (mb: old log_prob, value, advantages, returns).
+
+    Returns (loss, metrics) with CleanRL's metric names.
+    """
+    log_ratio = new_log_prob - mb["log_prob"]
+    ratio = jp.exp(log_ratio)
+    adv = mb["advantages"]
+    if norm_adv:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    pg_loss = jp.maximum(-adv * ratio, -adv * jp.clip(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    v_unclipped = (new_value - mb["returns"]) ** 2
+    if clip_vloss:
+        v_clipped = mb["value"] + jp.clip(new_value - mb["value"], -clip_coef, clip_coef)
+        v_loss = 0.5 * jp.maximum(v_unclipped, (v_clipped - mb["returns"]) ** 2).mean()
+    else:
+        v_loss = 0.5 * v_unclipped.mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_loss + vf_coef * v_loss
+    metrics = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss,
+                   approx_kl=((ratio - 1) - log_ratio).mean(), clipfrac=(jp.abs(ratio - 1) > clip_coef).mean())  # fmt: skip
+    return loss, metrics
+
+
+def explained_variance(values, returns):
+    var = jp.var(returns)
+    return jp.where(var == 0, jp.nan, 1 - jp.var(returns - values) / var)
+
+
+# AMP: features, discriminator, its loss and the style reward
+def quat_to_mat(q):  # (..., 4) wxyz -> (..., 3, 3)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return jp.stack([
+        jp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        jp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        jp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)  # fmt: skip
+
+
+def amp_features(qpos, qvel, feet_pos):
+    """AMP features of states (…, 18), (…, 17), feet sites (…, 2, 3) -> (…, D = 41). Used for BOTH reference and policy.
+
+    Root height (1), root orientation as the tangent and normal columns of its rotation (6), root linear and angular
+    velocity in the heading frame (3 + 3), joint positions (11) and velocities (11), feet relative to the root in the
+    heading frame (6). The heading frame (yaw only) makes the features invariant to where the robot faces.
+    """
+    rot = quat_to_mat(qpos[..., 3:7])  # (…, 3, 3) root to world
+    yaw = jp.arctan2(rot[..., 1, 0], rot[..., 0, 0])
+    c, s = jp.cos(yaw), jp.sin(yaw)
+    zero, one = jp.zeros_like(c), jp.ones_like(c)
+    heading = jp.stack([jp.stack([c, s, zero], -1), jp.stack([-s, c, zero], -1), jp.stack([zero, zero, one], -1)], -2)
+    to_heading = lambda v: jp.einsum("...ij,...j->...i", heading, v)  # world -> heading frame  # noqa: E731
+    ang_world = jp.einsum("...ij,...j->...i", rot, qvel[..., 3:6])  # free-joint angular velocity is in the body frame
+    feet = jp.einsum("...ij,...kj->...ki", heading, feet_pos - qpos[..., None, :3])  # (…, 2, 3)
+    return jp.concatenate([
+        qpos[..., 2:3],  # 1
+        rot[..., :, 0], rot[..., :, 2],  # 6 tangent, normal
+        to_heading(qvel[..., :3]), to_heading(ang_world),  # 3 + 3
+        qpos[..., 7:], qvel[..., 6:],  # 11 + 11
+        feet.reshape(feet.shape[:-2] + (6,)),  # 6
+    ], -1)  # fmt: skip
+
+
+class Discriminator(nn.Module):
+    hidden: tuple = (512, 256)
+
+    @nn.compact
+    def __call__(self, pairs):  # (..., 2D) normalized (s, s') -> logits (...,)
+        x = pairs
+        for h in self.hidden:
+            x = nn.relu(dense(h, math.sqrt(2))(x))
+        return nn.Dense(1, name="logit")(x)[..., 0]
+
+
+def gradient_penalty(disc_fn, x):
+    """mean ||∂D/∂x||² over samples x [M, F]; disc_fn maps one sample (F,) to a scalar logit."""
+    grads = jax.vmap(jax.grad(disc_fn))(x)  # (M, F)
+    return jp.mean(jp.sum(grads**2, axis=-1))
+
+
+def discriminator_loss(params, disc_apply, ref, pol, loss_type, grad_penalty, logit_reg, weight_decay):
+    """Discriminator objective on normalized pairs ref, pol [M, 2D]. Returns (loss, metrics named amp/...)."""
+    d_ref, d_pol = disc_apply(params, ref), disc_apply(params, pol)  # (M,), (M,)
+    if loss_type == "lsgan":  # least squares towards +1 (reference) and -1 (policy)
+        main = 0.5 * (jp.mean((d_ref - 1) ** 2) + jp.mean((d_pol + 1) ** 2))
+    else:  # binary cross-entropy with logits: -log σ(d_ref) - log(1 - σ(d_pol))
+        main = jp.mean(jax.nn.softplus(-d_ref)) + jp.mean(jax.nn.softplus(d_pol))
+    gp = gradient_penalty(lambda x: disc_apply(params, x), ref)
+    logit_l2 = jp.sum(params["logit"]["kernel"] ** 2)
+    l2 = sum(jp.sum(w**2) for path, w in jax.tree_util.tree_leaves_with_path(params) if "kernel" in str(path[-1]))
+    loss = main + 0.5 * grad_penalty * gp + logit_reg * logit_l2 + weight_decay * l2
+    accuracy = 0.5 * (jp.mean(d_ref > 0) + jp.mean(d_pol < 0))
+    return loss, {"amp/disc_loss": main, "amp/grad_penalty": gp, "amp/expert_logit": d_ref.mean(),
+                  "amp/policy_logit": d_pol.mean(), "amp/disc_accuracy": accuracy}  # fmt: skip
+
+
+def style_reward(logits, loss_type="lsgan"):
+    """Style reward per pair from discriminator logits: LSGAN max(0, 1 - 0.25 (d - 1)²), BCE -log(1 - σ(d))."""
+    if loss_type == "lsgan":
+        return jp.maximum(0.0, 1.0 - 0.25 * (logits - 1.0) ** 2)
+    return -jp.log(jp.maximum(1.0 - jax.nn.sigmoid(logits), 1e-4))
+
+
+def reference_pairs(env, motions) -> np.ndarray:
+    """(s, s') feature pairs [P, 2D] of consecutive frames inside each clip; feet by MuJoCo forward kinematics."""
+    m, data, feet = env.mj_model, mujoco.MjData(env.mj_model), []
+    for q in motions.qpos:
+        data.qpos[:] = q
+        mujoco.mj_kinematics(m, data)
+        feet.append(data.site_xpos[np.asarray(env.feet)].copy())
+    feats = np.asarray(amp_features(jp.asarray(motions.qpos), jp.asarray(motions.qvel), jp.asarray(np.stack(feet))))
+    idx = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    return np.concatenate([feats[idx], feats[idx + 1]], axis=-1).astype(np.float32)
+
+
+def normalize_pairs(norm, pairs):  # (..., 2D): both halves with the same feature statistics
+    d = pairs.shape[-1] // 2
+    return jp.concatenate([norm(pairs[..., :d]), norm(pairs[..., d:])], -1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# TRY NOT TO MODIFY: checkpoints (atomic msgpack, no pickle) and logging sinks
+# ---------------------------------------------------------------------------------------------------------------------
+CHECKPOINT_FORMAT = "wildrobot-ckpt-1"
+ALGO = "amp"  # AMP: checkpoints say which file trains them
+
+
+def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_step: int):
+    """Everything to resume (the whole runner state, env included) plus the policy alone for the tools."""
+    state = jax.device_get(runner_state)
+    meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
+                iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE,
+                critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE)  # fmt: skip
+    policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
+    leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint as nested dicts of numpy arrays; one clear error line if it is missing, corrupt or foreign."""
+    try:
+        payload = serialization.msgpack_restore(Path(path).read_bytes())
+        meta = payload["meta"]
+    except FileNotFoundError:
+        fail(f"--resume {path}: no such file")
+    except Exception as e:  # msgpack raises several types on garbage
+        fail(f"--resume {path}: not a readable checkpoint ({type(e).__name__})")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "leaves" not in payload:
+        fail(f"--resume {path}: not a resumable {CHECKPOINT_FORMAT} checkpoint")
+    if meta.get("algo") != ALGO:
+        fail(f"--resume {path}: a checkpoint of '{meta.get('algo')}', this file trains '{ALGO}'")
+    sizes = (meta["obs_size"], meta["critic_obs_size"], meta["action_size"])
+    expected = (WildRobotEnv.OBS_SIZE, WildRobotEnv.CRITIC_OBS_SIZE, WildRobotEnv.ACTION_SIZE)
+    if sizes != expected:
+        fail(f"--resume {path}: obs/critic-obs/action sizes {sizes} do not match this env's {expected}")
+    return payload
+
+
+def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerState:
+    leaves, treedef = jax.tree.flatten(template)
+    saved = [payload["leaves"].get(str(i)) for i in range(len(leaves))]
+    for i, (a, b) in enumerate(zip(saved, leaves)):
+        if a is None or a.shape != b.shape or len(payload["leaves"]) != len(leaves):
+            fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
+                 f"different --num-envs?)")  # fmt: skip
+    return jax.tree.unflatten(treedef, [jp.asarray(a, dtype=b.dtype) for a, b in zip(saved, leaves)])
+
+
+class Logger:
+    """TensorBoard + metrics.csv + optional W&B. A failing W&B warns once and is dropped; training goes on."""
+
+    def __init__(self, run_dir: Path, args: Args):
+        from tensorboardX import SummaryWriter
+
+        self.writer, self.wandb = SummaryWriter(str(run_dir)), None
+        self.writer.add_text("hyperparameters", "\n".join(f"{k}: {v}  " for k, v in asdict(args).items()))
+        self.csv_path, self.csv = run_dir / "metrics.csv", None
+        if args.track:
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
+                                        name=run_dir.name, dir=str(run_dir), settings=wandb.Settings(init_timeout=30))  # fmt: skip
+            except Exception as e:  # unreachable server, missing login, ...: keep training
+                print(f"warning: W&B disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+
+    def log(self, step: int, metrics: dict, csv_row: bool = True):
+        """Non-finite values (no episode ended this iteration) go to the CSV as blanks and nowhere else."""
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        for k, v in finite.items():
+            self.writer.add_scalar(k, v, step)
+        if csv_row:
+            if self.csv is None:  # the first iteration fixes the columns; a resumed run appends
+                new, self.csv_file = not self.csv_path.exists(), open(self.csv_path, "a", newline="")
+                self.csv = csv.DictWriter(self.csv_file, ["global_step", *metrics], extrasaction="ignore")
+                if new:
+                    self.csv.writeheader()
+            self.csv.writerow({"global_step": step, **{k: v if math.isfinite(v) else "" for k, v in metrics.items()}})
+            self.csv_file.flush()
+        if self.wandb is not None:
+            try:
+                self.wandb.log(finite, step=step)
+            except Exception as e:
+                print(f"warning: W&B logging failed, disabled ({type(e).__name__})")
+                self.wandb = None
+
+    def close(self):
+        self.writer.close()
+        if self.csv is not None:
+            self.csv_file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# main: build state, one jitted train_iteration, a host loop that logs
+# ---------------------------------------------------------------------------------------------------------------------
+def make_train(args: Args, env: WildRobotEnv):
+    """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, optimizer)."""
+    actor, critic = Actor(env.ACTION_SIZE, args.min_std), Critic()
+    num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
+    lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
+    optimizer = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optax.adam(lr, eps=1e-5))
+    v_reset, v_step = jax.vmap(env.reset), jax.vmap(env.step)
+    # AMP: reference pairs (a constant of the compiled iteration), discriminator and its optimizer
+    motions = load_motions(motion_path(args.motion_file))
+    ref_pairs = jp.asarray(reference_pairs(env, motions))  # (P, 2D)
+    feat_dim = ref_pairs.shape[-1] // 2
+    disc = Discriminator()
+    disc_apply = lambda p, x: disc.apply({"params": p}, x)  # noqa: E731
+    disc_optimizer = optax.adam(args.disc_learning_rate)
+    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} (s, s') pairs, {feat_dim} features each")
+
+    def init(rng) -> RunnerState:
+        rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
+        params = {"actor": actor.init(k_actor, jp.zeros(env.OBS_SIZE))["params"],
+                  "critic": critic.init(k_critic, jp.zeros(env.CRITIC_OBS_SIZE))["params"]}  # fmt: skip
+        env_state = v_reset(jax.random.split(k_env, args.num_envs))
+        # AMP: discriminator state from a key folded off the seed, leaving PPO's splits untouched
+        amp_rng, k_disc = jax.random.split(jax.random.fold_in(rng, 0xA3))
+        disc_params = disc.init(k_disc, jp.zeros(2 * feat_dim))["params"]
+        return RunnerState(params, optimizer.init(params), Normalizer.create(env.OBS_SIZE),
+                           Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0), disc_params,
+                           disc_optimizer.init(disc_params), Normalizer.create(feat_dim),
+                           jp.zeros((args.disc_replay_size, 2 * feat_dim)), jp.int32(0), amp_rng)  # fmt: skip
+
+    def policy(params, obs_norm, obs):  # (..., O) raw -> mean, std (..., A)
+        return actor.apply({"params": params["actor"]}, obs_norm(obs))
+
+    def value(params, critic_norm, critic_obs):  # (..., C) raw -> (...,)
+        return critic.apply({"params": params["critic"]}, critic_norm(critic_obs))
+
+    def train_iteration(rs: RunnerState):
+        def env_step(carry, _):
+            env_state, rng = carry
+            rng, k = jax.random.split(rng)
+            mean, std = policy(rs.params, rs.obs_norm, env_state.obs)  # (N, A)
+            action = mean + std * jax.random.normal(k, mean.shape)
+            next_state = v_step(env_state, action)
+            tr = Transition(env_state.obs, env_state.critic_obs, action, gaussian_log_prob(mean, std, action),
+                            value(rs.params, rs.critic_norm, env_state.critic_obs),
+                            value(rs.params, rs.critic_norm, next_state.reached_critic_obs),
+                            next_state.reward, next_state.done & ~next_state.truncated, next_state.done)  # fmt: skip
+            # AMP: the policy's (s, s') pair of this step
+            pair = jp.concatenate([jax.vmap(env.amp_observation)(env_state.data), next_state.reached_amp_features], -1)
+            return (next_state, rng), (tr, next_state.metrics, pair)
+
+        # AMP: the scan also returns the policy's pairs (T, N, 2D)
+        (env_state, rng), (traj, env_metrics, pol_pairs) = jax.lax.scan(env_step, (rs.env_state, rs.rng), None,
+                                                                         args.num_steps)  # fmt: skip
+        # AMP: style reward from the discriminator as it was before this iteration's update
+        style = style_reward(disc_apply(rs.disc_params, normalize_pairs(rs.amp_norm, pol_pairs)), args.disc_loss)
+        task_reward = traj.reward  # (T, N)
+        if args.amp_weight > 0:  # skipped at 0, so the reward is bit-for-bit the task reward
+            traj = traj._replace(reward=args.task_weight * task_reward + args.amp_weight * CTRL_DT * style)
+        elif args.task_weight != 1.0:
+            traj = traj._replace(reward=args.task_weight * task_reward)
+        advantages, returns = compute_gae(traj.reward, traj.value, traj.next_value, traj.terminated, traj.done,
+                                          args.gamma, args.gae_lambda)  # fmt: skip
+        batch = dict(obs=traj.obs, critic_obs=traj.critic_obs, action=traj.action, log_prob=traj.log_prob,
+                     value=traj.value, advantages=advantages, returns=returns)  # fmt: skip
+        batch = jax.tree.map(lambda x: x.reshape((args.batch_size,) + x.shape[2:]), batch)  # (B, ...)
+
+        def loss_fn(params, mb):
+            mean, std = policy(params, rs.obs_norm, mb["obs"])  # (M, A)
+            new_value = value(params, rs.critic_norm, mb["critic_obs"])  # (M,)
+            return ppo_loss(gaussian_log_prob(mean, std, mb["action"]), gaussian_entropy(std), new_value, mb,
+                            args.clip_coef, args.clip_vloss, args.ent_coef, args.vf_coef, args.norm_adv)  # fmt: skip
+
+        def update_minibatch(carry, mb):
+            params, opt_state = carry
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), metrics
+
+        def update_epoch(carry, _):
+            params, opt_state, rng, stop = carry
+            rng, k = jax.random.split(rng)
+            perm = jax.random.permutation(k, args.batch_size).reshape(args.num_minibatches, args.minibatch_size)
+            shuffled = jax.tree.map(lambda x: x[perm], batch)  # (num_minibatches, M, ...)
+            (new_params, new_opt), metrics = jax.lax.scan(update_minibatch, (params, opt_state), shuffled)
+            # target KL: once exceeded, the remaining epochs leave params untouched (a scan cannot `break`)
+            keep = jax.tree.map(lambda new, old: jp.where(stop, old, new), (new_params, new_opt), (params, opt_state))
+            metrics = jax.tree.map(lambda x: x.mean(), metrics) | dict(skipped=stop.astype(jp.float32))
+            if args.target_kl is not None:
+                stop = stop | (metrics["approx_kl"] > args.target_kl)
+            return (*keep, rng, stop), metrics
+
+        (params, opt_state, rng, _), metrics = jax.lax.scan(update_epoch, (rs.params, rs.opt_state, rng, jp.bool_(False)),
+                                                            None, args.update_epochs)  # fmt: skip
+        done_epochs = jp.maximum(args.update_epochs - metrics["skipped"].sum(), 1.0)
+        ran = 1 - metrics.pop("skipped")  # (update_epochs,) averages over the epochs that ran, all their minibatches
+        metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
+        metrics["losses/explained_variance"] = explained_variance(traj.value, returns)
+        # normalizer statistics move after the update, so rollout and update of one iteration use the same ones
+        rs = rs.replace(params=params, opt_state=opt_state, obs_norm=rs.obs_norm.update(traj.obs),
+                        critic_norm=rs.critic_norm.update(traj.critic_obs), env_state=env_state, rng=rng,
+                        iteration=rs.iteration + 1)  # fmt: skip
+        # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs
+        pol_flat = pol_pairs.reshape(args.batch_size, -1)  # (B, 2D)
+        amp_rng, k_norm, k_upd, k_ins = jax.random.split(rs.amp_rng, 4)
+        ref_sample = ref_pairs[jax.random.randint(k_norm, (args.disc_batch_size,), 0, len(ref_pairs))]
+        amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_sample[:, :feat_dim]]))
+        stored = jp.minimum(rs.replay_count, args.disc_replay_size)
+
+        def update_disc(carry, key):
+            disc_params, disc_opt = carry
+            k_ref, k_cur, k_rep = jax.random.split(key, 3)
+            half = args.disc_batch_size // 2
+            ref = ref_pairs[jax.random.randint(k_ref, (args.disc_batch_size,), 0, len(ref_pairs))]
+            cur = pol_flat[jax.random.randint(k_cur, (args.disc_batch_size - half,), 0, args.batch_size)]
+            rep = rs.replay[jax.random.randint(k_rep, (half,), 0, jp.maximum(stored, 1))]
+            rep = jp.where(stored > 0, rep, cur[:half])  # an empty replay buffer: current samples only
+            pol = jp.concatenate([cur, rep])  # (disc_batch_size, 2D)
+            (_, m), grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
+                disc_params, disc_apply, normalize_pairs(amp_norm, ref), normalize_pairs(amp_norm, pol),
+                args.disc_loss, args.disc_grad_penalty, args.disc_logit_reg, args.disc_weight_decay)  # fmt: skip
+            updates, disc_opt = disc_optimizer.update(grads, disc_opt)
+            return (optax.apply_updates(disc_params, updates), disc_opt), m
+
+        (disc_params, disc_opt), disc_metrics = jax.lax.scan(update_disc, (rs.disc_params, rs.disc_opt_state),
+                                                             jax.random.split(k_upd, args.disc_updates))  # fmt: skip
+        n_insert = min(args.batch_size, args.disc_replay_size)  # ring buffer: overwrite the oldest pairs
+        new = pol_flat[jax.random.permutation(k_ins, args.batch_size)[:n_insert]]
+        replay = rs.replay.at[(rs.replay_count + jp.arange(n_insert)) % args.disc_replay_size].set(new)
+        rs = rs.replace(disc_params=disc_params, disc_opt_state=disc_opt, amp_norm=amp_norm, replay=replay,
+                        replay_count=rs.replay_count + n_insert, amp_rng=amp_rng)  # fmt: skip
+        metrics |= {k: v.mean() for k, v in disc_metrics.items()}
+        metrics |= {"amp/style_reward": style.mean(), "charts/task_reward": task_reward.mean()}
+        done = traj.done.astype(jp.float32)
+        n_done = done.sum()
+        metrics |= {k: v.mean() for k, v in env_metrics.items() if k.startswith("reward/")}
+        metrics |= {"charts/episodic_return": (env_metrics["episode_return"] * done).sum() / n_done,
+                    "charts/episodic_length": (env_metrics["episode_length"] * done).sum() / n_done,
+                    "charts/episodes": n_done, "charts/nan_resets": env_metrics["nan_reset"].sum(),
+                    "charts/step_reward": traj.reward.mean()}  # fmt: skip
+        return rs, metrics
+
+    return init, train_iteration, policy, lr
+
+
+def make_rollout(env: WildRobotEnv, policy, num_envs: int, num_steps: int):
+    """Deterministic policy (the mean action) on `num_envs` fresh episodes for `num_steps` control steps.
+
+    Returns per-step arrays [num_steps, num_envs, ...]: qpos, reward, done, terminated, command, local velocity.
+    """
+
+    def rollout(params, obs_norm, rng):
+        def one_step(state, _):
+            mean, _ = policy(params, obs_norm, state.obs)
+            nxt = jax.vmap(env.step)(state, mean)
+            linvel = nxt.reached_critic_obs[:, env.OBS_SIZE : env.OBS_SIZE + 3]
+            out = dict(qpos=state.data.qpos, reward=nxt.reward, done=nxt.done, terminated=nxt.done & ~nxt.truncated,
+                       command=state.info.command, linvel=linvel)  # fmt: skip
+            return nxt, out
+
+        state = jax.vmap(env.reset)(jax.random.split(rng, num_envs))
+        return jax.lax.scan(one_step, state, None, num_steps)[1]
+
+    return jax.jit(rollout)
+
+
+def evaluate(rollout, params, obs_norm, rng) -> dict:
+    """eval/ metrics of the deterministic policy: return over the horizon, fall rate, velocity-tracking error."""
+    out = jax.device_get(rollout(params, obs_norm, rng))
+    alive = np.cumsum(out["done"], axis=0) == 0  # (T, N) steps before the first episode end
+    vel_err = np.linalg.norm(out["linvel"][..., :2] - out["command"][..., :2], axis=-1)
+    return {"eval/episodic_return": float((out["reward"] * alive).sum(0).mean()),
+            "eval/falls": float(out["terminated"].any(0).mean()),
+            "eval/vel_error": float((vel_err * alive).sum() / max(alive.sum(), 1))}  # fmt: skip
+
+
+def main(args: Args):
+    # TRY NOT TO MODIFY: run folder, seeding, logging
+    env = WildRobotEnv(args)
+    init, train_iteration, policy, lr = make_train(args, env)
+    key, runner_state, global_step = jax.random.PRNGKey(args.seed), None, 0
+    if args.resume:
+        payload = read_checkpoint(args.resume)
+        runner_state = restore_runner_state(payload, jax.eval_shape(init, key), args.resume)
+        run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
+        print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
+    else:
+        run_dir = Path("runs") / f"{args.exp_name}__{args.seed}__{int(time.time())}"  # CleanRL: under the cwd
+        run_dir.mkdir(parents=True)
+    (run_dir / "args.yaml.tmp").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
+    os.replace(run_dir / "args.yaml.tmp", run_dir / "args.yaml")
+    logger = Logger(run_dir, args)
+    print(f"run folder: {run_dir}" + (f" (defaults from {args.config})" if args.config else ""))
+    print(f"{args.num_envs} envs × {args.num_steps} steps = batch {args.batch_size}, {args.num_iterations} iterations, "
+          f"obs {env.OBS_SIZE}, critic obs {env.CRITIC_OBS_SIZE}, actions {env.ACTION_SIZE}, {env.n_substeps} physics "
+          f"steps of {env.mj_model.opt.timestep} s per control step, on {jax.devices()[0]}")  # fmt: skip
+
+    # ALGO LOGIC: compile once (timed separately), then iterate
+    start = time.time()
+    runner_state = jax.jit(init)(key) if runner_state is None else runner_state
+    step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
+    print(f"compiled in {time.time() - start:.1f} s")
+    logger.log(global_step, {"charts/compile_seconds": time.time() - start}, csv_row=False)
+    first, start, start_step, last_ckpt = int(runner_state.iteration), time.time(), global_step, None
+    bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
+    for iteration in bar:
+        runner_state, metrics = step_fn(runner_state)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        global_step += args.batch_size
+        metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
+        metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
+        if not math.isfinite(metrics["losses/policy_loss"]):
+            logger.close()
+            fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}")
+        logger.log(global_step, metrics)
+        # AMP: the console line also shows the discriminator's accuracy and the style reward
+        bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
+                  f"return {metrics['charts/episodic_return']:7.3f} | length {metrics['charts/episodic_length']:6.1f} | "
+                  f"pg {metrics['losses/policy_loss']:+.4f} | v {metrics['losses/value_loss']:.4f} | "
+                  f"ent {metrics['losses/entropy']:.2f} | kl {metrics['losses/approx_kl']:.4f} | "
+                  f"disc acc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # fmt: skip
+        if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
+            last_ckpt = run_dir / "checkpoints" / f"ckpt_{iteration:06d}.msgpack"
+            write_checkpoint(last_ckpt, runner_state, args, global_step)
+            for old in sorted(last_ckpt.parent.glob("ckpt_*.msgpack"))[:-3]:  # keep the latest three
+                old.unlink()
+    bar.close()
+    if args.verify and args.save_model:  # the checkpoint round trip the resume path relies on
+        restored = restore_runner_state(read_checkpoint(last_ckpt), jax.eval_shape(init, key), last_ckpt)
+        pairs = zip(jax.tree.leaves(restored), jax.tree.leaves(jax.device_get(runner_state)))
+        if not all(np.array_equal(a, b) for a, b in pairs):
+            fail(f"verify: checkpoint {last_ckpt} does not restore the runner state")
+        print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
+
+    eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
+    eval_metrics = evaluate(make_rollout(env, policy, args.eval_episodes, env.episode_steps), params, obs_norm, eval_rng)
+    logger.log(global_step, eval_metrics, csv_row=False)
+    (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
+    print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
+    if args.capture_video:  # rendering is a tool (utils/render.py), headless with MUJOCO_GL=egl
+        from utils.render import render_qpos, write_frames
+
+        qpos = make_rollout(env, policy, 1, env.episode_steps)(params, obs_norm, eval_rng)["qpos"][:, 0]  # (T, nq)
+        path = write_frames(render_qpos(env.mj_model, np.asarray(qpos)), run_dir / "videos" / "final.mp4", 1 / CTRL_DT)
+        print(f"video: {path}")
+    logger.close()
+    return runner_state, run_dir
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,214 @@
+"""ppo_amp_mjx.py: one feature function for reference and policy, the discriminator, style reward, runs, bad input."""
+
+import math
+import shutil
+from dataclasses import replace
+
+import jax
+import jax.numpy as jp
+import numpy as np
+import optax
+import pytest
+from flax import serialization
+from mujoco import mjx
+
+import ppo_amp_mjx as amp
+from conftest import ROOT, run_script
+from utils.motions import load_motions
+
+
+def load(path):
+    return serialization.msgpack_restore(path.read_bytes())
+
+
+def test_reference_features_match_the_env_state_path():
+    env = amp.WildRobotEnv(amp.Args())
+    motions = load_motions(ROOT / "assets" / "motions")
+    pairs = amp.reference_pairs(env, motions)  # loader path: MuJoCo FK on the clip frames
+    clip = motions.clip("forward_0.3")
+    frames = np.arange(clip.start, clip.start + 40)
+
+    @jax.jit
+    @jax.vmap
+    def env_path(qpos, qvel):  # the path the policy's states take: MJX data -> env.amp_observation
+        data = mjx.kinematics(env.model, env.init_data.replace(qpos=qpos, qvel=qvel))
+        return env.amp_observation(data)
+
+    feats = np.asarray(env_path(jp.asarray(motions.qpos[frames]), jp.asarray(motions.qvel[frames])))
+    starts = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    rows = np.searchsorted(starts, frames)
+    d = feats.shape[-1]
+    assert d == 41
+    np.testing.assert_allclose(feats, pairs[rows, :d], atol=1e-4)
+    np.testing.assert_allclose(feats[1:], pairs[rows[:-1], d:], atol=1e-4)  # s' of frame t is frame t+1
+    assert pairs[rows, 0].min() > 0.3  # root height in metres: a standing/walking robot
+
+
+def test_amp_features_heading_invariant():
+    motions = load_motions(ROOT / "assets" / "motions")
+    q, v = motions.qpos[100:110].copy(), motions.qvel[100:110].copy()
+    feet = np.zeros((10, 2, 3)) + q[:, None, :3] + np.array([[0.05, 0.06, -0.45], [0.02, -0.06, -0.45]])
+    a = np.asarray(amp.amp_features(jp.asarray(q), jp.asarray(v), jp.asarray(feet)))
+    # rotate the whole scene by 90° about z: root quaternion, world velocities, positions
+    yaw = np.array([math.cos(math.pi / 4), 0, 0, math.sin(math.pi / 4)])
+    rz = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    w0, x0, y0, z0 = yaw
+    q2, v2 = q.copy(), v.copy()
+    for i in range(10):
+        w1, x1, y1, z1 = q[i, 3:7]
+        q2[i, 3:7] = [w0 * w1 - x0 * x1 - y0 * y1 - z0 * z1, w0 * x1 + x0 * w1 + y0 * z1 - z0 * y1,
+                      w0 * y1 - x0 * z1 + y0 * w1 + z0 * x1, w0 * z1 + x0 * y1 - y0 * x1 + z0 * w1]  # fmt: skip
+    q2[:, :3] = q[:, :3] @ rz.T
+    v2[:, :3] = v[:, :3] @ rz.T
+    feet2 = feet @ rz.T
+    b = np.asarray(amp.amp_features(jp.asarray(q2), jp.asarray(v2), jp.asarray(feet2)))
+    np.testing.assert_allclose(a[:, 7:], b[:, 7:], atol=1e-5)  # everything but the orientation columns
+    np.testing.assert_allclose(a[:, [0, 3, 6]], b[:, [0, 3, 6]], atol=1e-5)  # height and the z-components
+
+
+def test_style_reward_hand_worked():
+    d = jp.array([1.0, -1.0, 0.0, 2.0, 3.0])
+    # 1 - 0.25 (d - 1)²: d=1 -> 1; d=-1 -> 0; d=0 -> 0.75; d=2 -> 0.75; d=3 -> max(0, 0) = 0
+    np.testing.assert_allclose(np.asarray(amp.style_reward(d)), [1.0, 0.0, 0.75, 0.75, 0.0], atol=1e-6)
+    # BCE: -log(1 - σ(0)) = log 2
+    assert float(amp.style_reward(jp.array(0.0), "bce")) == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_gradient_penalty_matches_finite_differences():
+    disc = amp.Discriminator(hidden=(16, 16))
+    params = disc.init(jax.random.PRNGKey(0), jp.zeros(6))["params"]
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (5, 6)), dtype=np.float64)
+    f = lambda v: float(disc.apply({"params": params}, jp.asarray(v, jp.float32)))  # noqa: E731
+    eps, sq = 1e-3, []
+    for sample in x:
+        g = [(f(sample + eps * e) - f(sample - eps * e)) / (2 * eps) for e in np.eye(6)]
+        sq.append(np.sum(np.square(g)))
+    gp = amp.gradient_penalty(lambda v: disc.apply({"params": params}, v), jp.asarray(x, jp.float32))
+    assert float(gp) == pytest.approx(np.mean(sq), rel=2e-2)
+
+
+def test_discriminator_separates_toy_data():
+    rng = np.random.default_rng(0)
+    ref = jp.asarray(rng.normal(1.0, 0.3, (256, 8)), jp.float32)
+    pol = jp.asarray(rng.normal(-1.0, 0.3, (256, 8)), jp.float32)
+    disc = amp.Discriminator(hidden=(64, 64))
+    apply = lambda p, x: disc.apply({"params": p}, x)  # noqa: E731
+    params = disc.init(jax.random.PRNGKey(0), jp.zeros(8))["params"]
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        (_, m), g = jax.value_and_grad(amp.discriminator_loss, has_aux=True)(params, apply, ref, pol, "lsgan", 10.0,
+                                                                              0.05, 1e-4)
+        updates, state = opt.update(g, state)
+        return optax.apply_updates(params, updates), state, m
+
+    for _ in range(400):
+        params, state, m = step(params, state)
+    assert float(m["amp/expert_logit"]) == pytest.approx(1.0, abs=0.15)
+    assert float(m["amp/policy_logit"]) == pytest.approx(-1.0, abs=0.15)
+    assert float(m["amp/disc_accuracy"]) == 1.0
+    assert float(amp.style_reward(apply(params, pol)).mean()) < 0.1 < 0.9 < float(amp.style_reward(apply(params, ref)).mean())
+
+
+def test_verify_run_logs_amp_metrics(amp_verify_run):
+    run_dir, proc = amp_verify_run
+    assert "verify: checkpoint round trip ok" in proc.stdout and "reference: 11 clips" in proc.stdout
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in ("amp/disc_loss", "amp/grad_penalty", "amp/expert_logit", "amp/policy_logit", "amp/disc_accuracy",
+                 "amp/style_reward", "charts/task_reward", "charts/episodic_return", "losses/policy_loss"):
+        assert name in header, name
+    ckpt = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")
+    assert ckpt["meta"]["algo"] == "amp"
+
+
+def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
+    run_dir, _ = amp_verify_run
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "ckpt_000002.msgpack").unlink()
+    proc = run_script("ppo_amp_mjx.py", "--resume", str(copy / "checkpoints" / "ckpt_000001.msgpack"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    straight = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
+    resumed = load(copy / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
+    assert straight.keys() == resumed.keys()  # discriminator, its optimizer, normalizer and replay included
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=f"leaf {k}")
+
+
+def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
+    proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--exp-name", "zero", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ppo_dir, _ = ppo_verify_run
+    amp_dir = next((tmp_path / "runs").iterdir())
+    a = load(ppo_dir / "checkpoints" / "ckpt_000002.msgpack")["policy"]
+    b = load(amp_dir / "checkpoints" / "ckpt_000002.msgpack")["policy"]
+    for (pa, x), (pb, y) in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)):
+        assert pa == pb
+        np.testing.assert_array_equal(x, y, err_msg=str(pa))
+
+
+@pytest.fixture
+def bad_motion_files(tmp_path):
+    src = dict(np.load(ROOT / "assets" / "motions" / "wildrobot_walk.npz", allow_pickle=False))
+    cases = {}
+
+    def write(name, **changes):
+        path = tmp_path / name
+        np.savez(path, **{**src, **changes})
+        cases[name] = path
+
+    qpos = src["qpos"].copy()
+    qpos[5, 9] = np.nan
+    write("nan.npz", qpos=qpos)
+    write("shape.npz", qpos=src["qpos"][:, :17])
+    write("robot.npz", joint_names=np.array([f"joint_{i}" for i in range(11)]))
+    write("pickled.npz", clip_names=np.array([{"a": 1}] * len(src["clip_names"]), dtype=object))
+    return cases
+
+
+@pytest.mark.parametrize("name, message", [
+    ("nan.npz", "non-finite"), ("shape.npz", "shape"), ("robot.npz", "joint names"), ("pickled.npz", "pickle"),
+])  # fmt: skip
+def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        amp.parse_args(["--motion-file", str(bad_motion_files[name])])
+    text = str(e.value)
+    assert text.startswith(f"error: --motion-file {bad_motion_files[name]}") and message in text.lower(), text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_flags_subprocess_one_line(tmp_path):
+    for argv, message in [(["--amp-weight", "-1"], "error: --amp-weight and --task-weight must be >= 0"),
+                          (["--motion-file", "missing.npz"], "error: --motion-file missing.npz")]:  # fmt: skip
+        proc = run_script("ppo_amp_mjx.py", *argv, cwd=tmp_path, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_every_args_field_is_read():
+    import ast
+    from dataclasses import fields
+
+    tree = ast.parse((ROOT / "ppo_amp_mjx.py").read_text())
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and (
+        (isinstance(n.value, ast.Name) and n.value.id == "args") or
+        (isinstance(n.value, ast.Attribute) and n.value.attr == "args"))}  # fmt: skip
+    assert not [f.name for f in fields(amp.Args) if f.name not in read]
+
+
+def test_diff_with_ppo_is_only_amp_hunks():
+    import difflib
+
+    ppo = (ROOT / "ppo_mjx.py").read_text().splitlines()
+    amp_lines = (ROOT / "ppo_amp_mjx.py").read_text().splitlines()
+    docstring_end = amp_lines.index('"""', 1) if '"""' in amp_lines[1:] else 0
+    matcher = difflib.SequenceMatcher(None, ppo, amp_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal" or j2 <= docstring_end + 1:
+            continue
+        block = amp_lines[j1:j2]
+        context = amp_lines[max(0, j1 - 6) : j1] + block  # the marker opens the block, maybe a statement earlier
+        assert any("# AMP:" in line for line in context), f"unmarked difference at ppo_amp_mjx.py:{j1 + 1}: {block[:3]}"
