@@ -483,6 +483,12 @@ def dense(features, scale):
     return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
+def mlp(x, hidden, activation):  # hidden layers, called inside a compact module (params Dense_0, Dense_1, ...)
+    for h in hidden:
+        x = activation(dense(h, math.sqrt(2))(x))
+    return x
+
+
 class Actor(nn.Module):
     action_size: int
     min_std: float
@@ -490,9 +496,7 @@ class Actor(nn.Module):
 
     @nn.compact
     def __call__(self, obs):  # (..., O) normalized
-        x = obs
-        for h in self.hidden:
-            x = nn.swish(dense(h, math.sqrt(2))(x))
+        x = mlp(obs, self.hidden, nn.swish)  # hidden layers first: they are Dense_0.. in the checkpoints
         mean = dense(self.action_size, 0.01)(x)  # (..., A)
         log_std = self.param("log_std", nn.initializers.constant(math.log(0.5)), (self.action_size,))
         std = jp.maximum(jp.exp(log_std), self.min_std)  # floored: exploration never collapses
@@ -504,9 +508,7 @@ class Critic(nn.Module):
 
     @nn.compact
     def __call__(self, critic_obs):  # (..., C) normalized
-        x = critic_obs
-        for h in self.hidden:
-            x = nn.swish(dense(h, math.sqrt(2))(x))
+        x = mlp(critic_obs, self.hidden, nn.swish)
         return dense(1, 1.0)(x)[..., 0]  # (...,)
 
 

@@ -1,11 +1,14 @@
 """Shared fixtures: runs of the training files as a user would start them, made once per test session."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from flax import serialization
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,19 +28,38 @@ def only_run_dir(cwd: Path) -> Path:
     return runs[0]
 
 
+def verify_run(script: str, tmp_path_factory, *argv: str):
+    """`python SCRIPT --verify ARGV` in a fresh folder: (run folder, completed process)."""
+    cwd = tmp_path_factory.mktemp(Path(script).stem)
+    proc = run_script(script, "--verify", "--exp-name", "verify", *argv, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return only_run_dir(cwd), proc
+
+
+def assert_resume_matches(script: str, run_dir: Path, tmp_path: Path):
+    """Resume a copy of a 2-iteration --verify run from its first checkpoint: the second must come out identical."""
+    copy = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "ckpt_000002.msgpack").unlink()
+    proc = run_script(script, "--resume", str(copy / "checkpoints" / "ckpt_000001.msgpack"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    load = lambda p: serialization.msgpack_restore(p.read_bytes())["leaves"]  # noqa: E731
+    straight = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")
+    resumed = load(copy / "checkpoints" / "ckpt_000002.msgpack")
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=f"leaf {k}")
+    return copy
+
+
 @pytest.fixture(scope="session")
 def ppo_verify_run(tmp_path_factory):
     """`python ppo_mjx.py --verify`: the run folder (2 iterations, a checkpoint after each)."""
-    cwd = tmp_path_factory.mktemp("ppo_verify")
-    proc = run_script("ppo_mjx.py", "--verify", "--exp-name", "verify", cwd=cwd)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return only_run_dir(cwd), proc
+    return verify_run("ppo_mjx.py", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def amp_verify_run(tmp_path_factory):
     """`python ppo_amp_mjx.py --verify` with the default AMP weights: the run folder."""
-    cwd = tmp_path_factory.mktemp("amp_verify")
-    proc = run_script("ppo_amp_mjx.py", "--verify", "--exp-name", "verify", cwd=cwd)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return only_run_dir(cwd), proc
+    return verify_run("ppo_amp_mjx.py", tmp_path_factory)

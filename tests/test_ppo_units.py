@@ -85,7 +85,8 @@ def test_gaussian_log_prob_and_entropy():
     # N(1; 0, 1): -0.5 - 0.5 ln 2π ; N(1; 1, 2): -ln 2 - 0.5 ln 2π
     expected = -0.5 - math.log(2) - math.log(2 * math.pi)
     assert float(gaussian_log_prob(mean, std, x)) == pytest.approx(expected, abs=1e-6)
-    assert float(gaussian_entropy(std)) == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(2), abs=1e-6)
+    expected = 2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(2)  # per dim 0.5 + 0.5 ln 2π + ln σ
+    assert float(gaussian_entropy(std)) == pytest.approx(expected, abs=1e-6)
 
 
 def test_normalizer_matches_numpy_over_chunks():

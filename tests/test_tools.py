@@ -1,0 +1,184 @@
+"""The tools on a `ppo_mjx.py --verify` checkpoint: evaluate (MJX + MuJoCo), obs parity, ONNX, video, benchmark,
+and bad input. The expensive ones run in-process (one MJX env build and compile each); the CLIs' exit codes and
+messages are checked as subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from flax import serialization
+
+from conftest import ROOT
+from utils import evaluate, export_onnx
+from utils.checkpoint import CheckpointError, load_policy
+
+
+def run_module(module: str, *argv: str, cwd) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGV...` from `cwd`, as a user runs the tools."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The failed CLI's stderr, which must be exactly one `error: ...` line."""
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def eval_report(ppo_verify_run, tmp_path_factory):
+    """evaluate on the verify run folder: 2 commands × 1 episode × 1 s, MJX and MuJoCo, with a push."""
+    run_dir, _ = ppo_verify_run
+    out = tmp_path_factory.mktemp("eval") / "report.json"
+    argv = [str(run_dir), "--episodes", "1", "--seconds", "1", "--commands", "stand", "forward_0.3", "--mujoco",
+            "--out", str(out)]  # fmt: skip
+    returned = evaluate.main(argv)
+    return json.loads(out.read_text()), returned
+
+
+def test_evaluate_writes_complete_report_in_both_simulators(eval_report, ppo_verify_run):
+    report, returned = eval_report
+    assert report == json.loads(json.dumps(returned))  # the file is the whole report
+    assert report["checkpoint"].endswith("ckpt_000002.msgpack")  # a run folder means its latest checkpoint
+    assert report["settings"]["episodes"] == 1 and report["settings"]["seconds"] == pytest.approx(1.0)
+    assert set(report["simulators"]) == {"mjx", "mujoco"}
+    for sim, rows in report["simulators"].items():
+        assert set(rows) == {"stand", "forward_0.3", "overall"}, sim
+        for name, row in rows.items():
+            assert row["episodes"] == (2 if name == "overall" else 1)
+            assert set(evaluate.METRICS) <= set(row)
+            # a barely trained policy stands for 1 s: every metric that needs no swing is defined
+            for k in ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "torque_nm", "power_w", "flight_pct",
+                      "push_recovery"):  # fmt: skip
+                assert row[k] is not None and np.isfinite(row[k]), (sim, name, k)
+            assert 0 <= row["torque_nm"] < 4.0 and 0 <= row["flight_pct"] <= 100 and 0 <= row["push_recovery"] <= 1
+    # the same policy from the same start in both simulators stays close over 1 s of standing
+    mjx_row, mj_row = report["simulators"]["mjx"]["stand"], report["simulators"]["mujoco"]["stand"]
+    assert abs(mjx_row["torque_nm"] - mj_row["torque_nm"]) < 0.2
+
+
+def test_numpy_obs_equals_mjx_actor_obs(eval_report):
+    """MujocoRunner.observe_data (numpy, from MjData) == WildRobotEnv.observe (MJX) at the MJX rollout's last states."""
+    report, _ = eval_report
+    assert report["obs_max_abs_diff_numpy_vs_mjx"] is not None
+    assert report["obs_max_abs_diff_numpy_vs_mjx"] < 1e-5
+
+
+def test_numpy_obs_layout(ppo_verify_run):
+    """At `home`, at rest: gravity (0, 0, -1), the command, zero joint offsets, phase (cos, sin) = (1, 0)."""
+    policy = load_policy(ppo_verify_run[0])
+    runner = evaluate.MujocoRunner(policy)
+    d = runner.data
+    d.qpos[:], d.qvel[:] = runner.home, 0.0
+    import mujoco
+
+    mujoco.mj_forward(runner.model, d)
+    obs = runner.observe_data(d, np.array([0.3, -0.1, 0.5]), np.full(11, 0.25), 0.0)
+    assert obs.shape == (44,)
+    np.testing.assert_allclose(obs[0:3], [0, 0, -1], atol=1e-6)
+    np.testing.assert_allclose(obs[6:9], [0.3, -0.1, 0.5], atol=1e-7)
+    np.testing.assert_allclose(obs[9:31], 0.0, atol=1e-7)
+    np.testing.assert_allclose(obs[31:42], 0.25)
+    np.testing.assert_allclose(obs[42:], [1.0, 0.0])
+
+
+def test_onnx_export_parity_and_latency(ppo_verify_run, tmp_path, capsys):
+    run_dir, _ = ppo_verify_run
+    out = tmp_path / "policy.onnx"
+    result = export_onnx.main([str(run_dir), "--out", str(out), "--latency-runs", "50"])
+    printed = capsys.readouterr().out
+    assert result["max_abs_diff"] < 1e-5 and "max abs diff" in printed and "median" in printed
+    assert result["latency_us"] > 0
+    import onnxruntime as ort
+
+    policy = load_policy(run_dir)
+    obs = export_onnx.random_observations(policy, 3, seed=5)
+    action = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["action"], {"obs": obs})[0]
+    assert action.shape == (3, 11)
+    np.testing.assert_allclose(action, policy.act(obs), atol=1e-5)  # the numpy path of the tools agrees too
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_video_has_frames(ppo_verify_run, tmp_path):
+    run_dir, _ = ppo_verify_run
+    out = tmp_path / "walk.mp4"
+    proc = run_module("utils.video", str(run_dir), "--out", str(out), "--seconds", "0.5", "--width", "128",
+                      "--height", "96", "--gif", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frames = iio.imread(out)
+    assert frames.shape == (26, 96, 128, 3)  # reset + 25 control steps of 0.02 s
+    assert frames.std() > 1.0  # not a blank image
+    assert iio.imread(tmp_path / "walk.gif").shape == (13, 48, 64, 3)  # every second frame, half size
+
+
+def test_benchmark_writes_table_and_plots(tmp_path):
+    variant = "ppo_mjx.py:--num-steps 4 --num-minibatches 2 --update-epochs 1 --eval-episodes 1 --episode-seconds 0.1"
+    proc = run_module("utils.benchmark", "--variants", variant, "--seeds", "1", "--num-envs", "4", "--iterations", "2",
+                      "--out", "bench", "--min-time", "0.1", "--control-steps", "5", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "bench" / "benchmark.md").read_text()
+    assert "| variant | num_envs | seeds | SPS | compile (s) | return @ 32 steps |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| `ppo_mjx.py:"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["4", "1"] and float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
+    assert cells[-1].endswith("%")
+    for png in ("return_vs_steps.png", "return_vs_time.png"):
+        assert iio.imread(tmp_path / "bench" / png).ndim == 3
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert results["runs"][0]["steps"] == [16, 32] and "4" in results["ceilings"]
+    assert (tmp_path / "runs").is_dir()  # the training file ran as a user runs it, runs/ under the cwd
+
+
+def test_bad_input_one_clear_line(ppo_verify_run, tmp_path):
+    run_dir, _ = ppo_verify_run
+    # missing checkpoint, as a user meets it
+    proc = run_module("utils.evaluate", str(tmp_path / "nope.msgpack"), "--out", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert "nope.msgpack: no such checkpoint file or run folder" in error_line(proc)
+    assert not (tmp_path / "r.json").exists()
+    # a checkpoint of another robot (its meta says 50 observations)
+    payload = serialization.msgpack_restore((run_dir / "checkpoints" / "ckpt_000002.msgpack").read_bytes())
+    payload["meta"]["obs_size"] = 50
+    foreign = tmp_path / "foreign.msgpack"
+    foreign.write_bytes(serialization.msgpack_serialize(payload))
+    proc = run_module("utils.export_onnx", str(foreign), "--out", str(tmp_path / "p.onnx"), cwd=tmp_path)
+    assert "another robot: obs/action sizes (50, 11)" in error_line(proc)
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))
+    # not a checkpoint; a folder without checkpoints; an unknown flag value
+    (tmp_path / "junk.msgpack").write_bytes(b"\x00 not msgpack")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_policy(tmp_path / "junk.msgpack")
+    with pytest.raises(CheckpointError, match="a folder without checkpoints"):
+        load_policy(tmp_path)
+    with pytest.raises(SystemExit, match="error: --commands: unknown jump"):
+        evaluate.main([str(run_dir), "--commands", "jump", "--out", str(tmp_path / "r.json")])
+    proc = run_module("utils.benchmark", "--variants", "nope.py", "--out", "b", cwd=tmp_path)
+    assert "no training file nope.py" in error_line(proc) and not (tmp_path / "b").exists()
+
+
+def test_policy_only_checkpoint_loads(ppo_verify_run, tmp_path):
+    """Checkpoints brought back from a GPU may hold only meta + policy (no runner-state leaves)."""
+    payload = serialization.msgpack_restore((ppo_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack").read_bytes())
+    small = tmp_path / "ckpt_000002.msgpack"
+    small.write_bytes(serialization.msgpack_serialize({"meta": payload["meta"], "policy": payload["policy"]}))
+    policy = load_policy(small)
+    obs = np.random.default_rng(0).normal(size=(5, 44)).astype(np.float32)
+    np.testing.assert_allclose(policy.act(obs), np.asarray(policy.act_jax(obs)), atol=1e-5)
+
+
+def test_amp_checkpoint_loads_and_exports(amp_verify_run, tmp_path):
+    """A `ppo_amp_mjx.py` checkpoint: the tools use that file's Actor and env; the ONNX export matches it."""
+    run_dir, _ = amp_verify_run
+    policy = load_policy(run_dir)
+    assert policy.meta["algo"] == "amp" and policy.module.__name__ == "ppo_amp_mjx"
+    result = export_onnx.main([str(run_dir), "--out", str(tmp_path / "amp.onnx"), "--latency-runs", "10"])
+    assert result["max_abs_diff"] < 1e-5
+    runner = evaluate.MujocoRunner(policy)
+    runner.reset(np.random.default_rng(0), (0.3, 0.0, 0.0))
+    assert isinstance(runner.step(), bool) and runner.observe().shape == (44,)
