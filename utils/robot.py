@@ -1,4 +1,4 @@
-"""WildRobot model facts shared by the tools: paths, joint order, and the `home` keyframe computed by forward kinematics.
+"""WildRobot model facts shared by the tools: paths, joint order, the `home` keyframe computed by forward kinematics.
 
 The two training files do not import this module (they stay self-contained and read the keyframe from the scene
 XML); everything in `utils/` does.

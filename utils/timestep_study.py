@@ -153,7 +153,8 @@ def main():
     cols = [
         ("timestep (s)", "{}"), ("substeps", "{}"), ("stand Δz (cm)", "{:+.2f}"), ("stand Δxy (cm)", "{:.2f}"),
         ("random finite", "{}"), ("random max joint speed (rad/s)", "{:.1f}"), ("sole penetration (mm)", "{:.2f}"),
-        ("drop penetration (mm)", "{:.2f}"), ("drop Δz (cm)", "{:+.2f}"), ("track joint RMS err vs ref (°)", "{:.2f}"),
+        ("drop penetration (mm)", "{:.2f}"), ("drop Δz (cm)", "{:+.2f}"),
+        ("track joint RMS err vs ref (°)", "{:.2f}"),
         ("track pelvis max err vs ref (cm)", "{:.2f}"), ("physics steps/s (4 envs)", "{:,.0f}"),
         ("control steps/s (4 envs)", "{:,.0f}"), ("compile (s)", "{:.1f}"),
     ]  # fmt: skip
