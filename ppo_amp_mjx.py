@@ -127,13 +127,13 @@ class Args:
     # AMP: style reward from a discriminator trained on reference motions
     motion_file: str = "assets/motions"
     """reference motions: an .npz file or a folder of them (utils/motions.py format)"""
-    amp_weight: float = 2.0
+    amp_weight: float = 5.0
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
-    disc_learning_rate: float = 1e-4
+    disc_learning_rate: float = 2e-5
     """learning rate of the discriminator"""
     disc_grad_penalty: float = 10.0
     """weight of the gradient penalty on reference samples"""
@@ -145,7 +145,7 @@ class Args:
     """replay buffer of past policy (s, s') pairs"""
     disc_batch_size: int = 4096
     """reference pairs (and as many policy pairs) per discriminator update"""
-    disc_updates: int = 4
+    disc_updates: int = 2
     """discriminator updates per iteration"""
 
     # to be filled in at runtime
