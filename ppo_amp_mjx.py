@@ -786,7 +786,7 @@ def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_s
     """Everything to resume (the whole runner state, env included) plus the policy alone for the tools."""
     state = jax.device_get(runner_state)
     meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
-                iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=JOINT_NAMES,
+                iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=list(JOINT_NAMES),
                 critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE)  # fmt: skip
     policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
     leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}

@@ -22,7 +22,6 @@ SPS is the run's last `charts/SPS` (env steps/s of the training loop, compile ex
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -40,6 +39,8 @@ import numpy as np
 from mujoco import mjx
 
 from utils.checkpoint import fail
+from utils.plot_runs import read_metrics as read_columns
+from utils.plot_runs import wallclock_minutes
 from utils.robot import SCENE_FLAT, load_model
 
 CONTROL_DT = 0.02  # 50 Hz
@@ -124,17 +125,12 @@ def parse_variant(spec: str) -> tuple[Path, list[str]]:
 
 
 def read_metrics(csv_path: Path, metric: str) -> dict:
-    """From metrics.csv: steps, wall (s of training loop = step / cumulative SPS), return (NaN: no episode ended)."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or metric not in rows[0]:
-        fail(f"{csv_path}: no rows or no column {metric}")
-
-    def col(name):
-        return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
-
-    steps, sps = col("global_step"), col("charts/SPS")
-    return dict(steps=steps, wall=steps / sps, ret=col(metric), sps=float(sps[-1]))
+    """From metrics.csv: steps, wall (s of training loop), the metric (NaN: no episode ended), the last SPS."""
+    cols = read_columns(csv_path)
+    if metric not in cols:
+        fail(f"{csv_path}: no column {metric}")
+    wall = wallclock_minutes(cols, str(csv_path)) * 60.0
+    return dict(steps=cols["global_step"], wall=wall, ret=cols[metric], sps=float(cols["charts/SPS"][-1]))
 
 
 def run_variant(index: int, spec: str, seed: int, num_envs: int, iterations: int | None, metric: str, logs: Path):

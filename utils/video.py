@@ -2,6 +2,11 @@
 
     MUJOCO_GL=egl python -m utils.video assets/policies/ppo_walk_h100.msgpack --out walk.mp4
     python -m utils.video CKPT.msgpack --out walk.mp4 --seconds 10 --command 0.3 0 0 --gif   # + walk.gif (smaller)
+    python -m utils.video assets/policies/ppo_walk_h100.msgpack --out docs/images/ppo_walk.gif --every 2 \
+        --width 480 --height 360 --schedule 2:0,0,0 3:0.4,0,0 3:0.2,0,0.5     # the README's GIF
+
+`--schedule` replaces the fixed command by segments SECONDS:VX,VY,YAW (m/s, m/s, rad/s) and prints the measured
+velocities of each segment, so a video comes with numbers.
 
 The rollout is the evaluation's plain-MuJoCo one (`utils.evaluate.MujocoRunner`: the env's step and observation in
 numpy, domain randomization / noise / pushes / latency off, a fixed command), which on a CPU is much cheaper than
@@ -19,18 +24,45 @@ import numpy as np  # noqa: E402
 from utils.checkpoint import CheckpointError, fail, load_policy  # noqa: E402
 
 
-def rollout_qpos(policy, seconds: float, command, seed: int = 0) -> tuple[np.ndarray, object, int]:
-    """(qpos [T+1, nq] from the reset on, the MuJoCo model, control steps until the first fall or -1)."""
+def rollout_qpos(policy, commands: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int]:
+    """Commands [T, 3] -> (qpos [T+1, nq] from the reset on, qvel [T+1, nv], the MuJoCo model, first fall step or -1)."""
     from utils.evaluate import MujocoRunner
 
     runner = MujocoRunner(policy)
-    runner.reset(np.random.default_rng(seed), command)
-    qpos, fell_at = [runner.data.qpos.copy()], -1
-    for t in range(round(seconds / runner.dt)):
+    runner.reset(np.random.default_rng(seed), commands[0])
+    qpos, qvel, fell_at = [runner.data.qpos.copy()], [runner.data.qvel.copy()], -1
+    for t, command in enumerate(commands):
+        runner.command = np.asarray(command, np.float32)
         if runner.step() and fell_at < 0:
             fell_at = t  # keep simulating: the video shows the fall
         qpos.append(runner.data.qpos.copy())
-    return np.array(qpos), runner.model, fell_at
+        qvel.append(runner.data.qvel.copy())
+    return np.array(qpos), np.array(qvel), runner.model, fell_at
+
+
+def parse_schedule(segments: list[str], dt: float) -> np.ndarray:
+    """["SECONDS:VX,VY,YAW", ...] -> commands [T, 3] at the control rate."""
+    rows = []
+    for s in segments:
+        try:
+            seconds, cmd = s.split(":")
+            rows += [[float(c) for c in cmd.split(",")]] * round(float(seconds) / dt)
+            assert len(rows[-1]) == 3 and float(seconds) > 0
+        except (ValueError, AssertionError, IndexError):
+            fail(f"--schedule {s!r}: expected SECONDS:VX,VY,YAW, e.g. 3:0.4,0,0")
+    return np.array(rows, np.float32)
+
+
+def report_segments(qpos, qvel, commands, dt):
+    """Measured heading-frame velocity and yaw rate per constant-command segment."""
+    yaw = np.unwrap(np.arctan2(2 * (qpos[:, 3] * qpos[:, 6] + qpos[:, 4] * qpos[:, 5]),
+                               1 - 2 * (qpos[:, 5] ** 2 + qpos[:, 6] ** 2)))  # fmt: skip
+    bounds = np.flatnonzero(np.any(np.diff(commands, axis=0) != 0, axis=1)) + 1
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(commands)]):
+        c, s, v = np.cos(yaw[a + 1 : b + 1]), np.sin(yaw[a + 1 : b + 1]), qvel[a + 1 : b + 1]
+        vx, vy = (c * v[:, 0] + s * v[:, 1]).mean(), (-s * v[:, 0] + c * v[:, 1]).mean()
+        print(f"  {(b - a) * dt:.1f} s, command {np.round(commands[a], 3).tolist()} -> measured vx {vx:+.3f} "
+              f"vy {vy:+.3f} yaw rate {(yaw[b] - yaw[a]) / ((b - a) * dt):+.3f}")
 
 
 def main(argv=None):
@@ -40,6 +72,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the rollout (s)")
     parser.add_argument("--command", type=float, nargs=3, default=(0.3, 0.0, 0.0), metavar=("VX", "VY", "YAW"),
                         help="fixed command: m/s, m/s, rad/s")  # fmt: skip
+    parser.add_argument("--schedule", nargs="+", metavar="S:VX,VY,YAW", help="command segments (replaces --command)")
     parser.add_argument("--gif", action="store_true", help="also write a GIF (half size, 25 fps) next to --out")
     parser.add_argument("--width", type=int, default=512, help="pixels (multiples of 16 suit MP4 codecs)")
     parser.add_argument("--height", type=int, default=384)
@@ -55,12 +88,19 @@ def main(argv=None):
         policy = load_policy(args.checkpoint)
     except CheckpointError as e:
         fail(str(e))
-    from utils.render import render_qpos, write_frames  # sets MUJOCO_GL=egl unless it is set
+    from utils.render import plain_floor, render_qpos, write_frames  # sets MUJOCO_GL=egl unless it is set
 
-    qpos, model, fell_at = rollout_qpos(policy, args.seconds, args.command, args.seed)
-    fps = 1.0 / (policy.module.CTRL_DT * args.every)
-    fall = "no fall" if fell_at < 0 else f"fell at {fell_at * policy.module.CTRL_DT:.2f} s"
-    print(f"{policy.path}: {len(qpos) - 1} control steps, command {tuple(args.command)}, {fall}; rendering", flush=True)
+    dt = policy.module.CTRL_DT
+    if args.schedule:
+        commands = parse_schedule(args.schedule, dt)
+    else:
+        commands = np.tile(np.asarray(args.command, np.float32), (round(args.seconds / dt), 1))
+    qpos, qvel, model, fell_at = rollout_qpos(policy, commands, args.seed)
+    fps = 1.0 / (dt * args.every)
+    fall = "no fall" if fell_at < 0 else f"fell at {fell_at * dt:.2f} s"
+    print(f"{policy.path}: {len(commands)} control steps, {fall}; rendering", flush=True)
+    report_segments(qpos, qvel, commands, dt)
+    model = plain_floor(model)
     frames = render_qpos(model, qpos[:: args.every], args.width, args.height, camera="track")
     print(f"wrote {write_frames(frames, out, fps)} ({len(frames)} frames, {args.width}x{args.height}, {fps:g} fps)")
     if args.gif:
