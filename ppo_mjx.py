@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -126,8 +126,8 @@ class Args:
     """the minibatch size (batch_size // num_minibatches)"""
 
 
-VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2, checkpoint_interval=1,
-                    eval_episodes=2, episode_seconds=0.2)  # fmt: skip
+VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2,
+                    checkpoint_interval=1, eval_episodes=2, episode_seconds=0.2)  # fmt: skip
 
 
 def fail(message: str):
@@ -147,7 +147,8 @@ def finalize_args(args: Args) -> Args:
     if args.num_iterations is not None and args.num_iterations <= 0:
         fail(f"--num-iterations must be positive, got {args.num_iterations}")
     if args.num_iterations is None and args.total_timesteps < batch:
-        fail(f"--total-timesteps ({args.total_timesteps}) is smaller than one batch (--num-envs × --num-steps = {batch})")
+        fail(f"--total-timesteps ({args.total_timesteps}) is smaller than one batch (--num-envs × --num-steps = "
+             f"{batch})")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
     if min(args.learning_rate, args.episode_seconds, args.min_std) <= 0:
@@ -220,7 +221,8 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
 # domain randomization, per episode: (low, high, how the draw applies to the nominal value)
 RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
                      frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
-                     kp=(0.9, 1.1, "scale"), force_limit=(0.9, 1.1, "scale"), pose_offset=(-0.03, 0.03, "add"))  # fmt: skip
+                     kp=(0.9, 1.1, "scale"), force_limit=(0.9, 1.1, "scale"),
+                     pose_offset=(-0.03, 0.03, "add"))  # fmt: skip
 # uniform noise amplitudes on the actor's observations
 NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 
@@ -306,9 +308,10 @@ class WildRobotEnv:
     def sample_randomization(self, rng) -> Randomization:
         """Nominal values times (or plus, for offsets) a uniform draw from RANDOMIZATION, one per episode."""
         m = self.mj_model
-        nominal = Randomization(jp.float32(NOMINAL_FRICTION), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
-                                jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
-                                jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu))  # fmt: skip
+        nominal = Randomization(
+            jp.float32(NOMINAL_FRICTION), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
+            jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
+            jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu))  # fmt: skip
         if not self.args.domain_randomization:
             return nominal
         keys = dict(zip(RANDOMIZATION, jax.random.split(rng, len(RANDOMIZATION))))
@@ -370,7 +373,8 @@ class WildRobotEnv:
         kick = jax.random.uniform(k_push, (2,), minval=-0.3, maxval=0.3)
         push_now = self.args.push & (info.push_countdown <= 0)
         data = data.replace(qvel=data.qvel.at[:2].add(jp.where(push_now, kick, 0.0)))
-        countdown = jp.where(info.push_countdown <= 0, jax.random.randint(k_push, (), 250, 500), info.push_countdown - 1)
+        next_push = jax.random.randint(k_push, (), 250, 500)  # control steps: 5-10 s
+        countdown = jp.where(info.push_countdown <= 0, next_push, info.push_countdown - 1)
 
         model = self.randomized_model(info.rand)
         feet_before = data.site_xpos[self.feet]
@@ -612,8 +616,9 @@ def ppo_loss(new_log_prob, entropy, new_value, mb, clip_coef, clip_vloss, ent_co
         v_loss = 0.5 * v_unclipped.mean()
     entropy_loss = entropy.mean()
     loss = pg_loss - ent_coef * entropy_loss + vf_coef * v_loss
-    metrics = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss,
-                   approx_kl=((ratio - 1) - log_ratio).mean(), clipfrac=(jp.abs(ratio - 1) > clip_coef).mean())  # fmt: skip
+    approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance estimator (http://joschu.net/blog/kl-approx.html)
+    metrics = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss, approx_kl=approx_kl,
+                   clipfrac=(jp.abs(ratio - 1) > clip_coef).mean())  # fmt: skip
     return loss, metrics
 
 
@@ -687,7 +692,8 @@ class Logger:
                 import wandb
 
                 self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=run_dir.name, dir=str(run_dir), settings=wandb.Settings(init_timeout=30))  # fmt: skip
+                                        name=run_dir.name, dir=str(run_dir),
+                                        settings=wandb.Settings(init_timeout=30))  # fmt: skip
             except Exception as e:  # unreachable server, missing login, ...: keep training
                 print(f"warning: W&B disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
 
@@ -789,8 +795,8 @@ def make_train(args: Args, env: WildRobotEnv):
                 stop = stop | (metrics["approx_kl"] > args.target_kl)
             return (*keep, rng, stop), metrics
 
-        (params, opt_state, rng, _), metrics = jax.lax.scan(update_epoch, (rs.params, rs.opt_state, rng, jp.bool_(False)),
-                                                            None, args.update_epochs)  # fmt: skip
+        carry = (rs.params, rs.opt_state, rng, jp.bool_(False))
+        (params, opt_state, rng, _), metrics = jax.lax.scan(update_epoch, carry, None, args.update_epochs)
         done_epochs = jp.maximum(args.update_epochs - metrics["skipped"].sum(), 1.0)
         ran = 1 - metrics.pop("skipped")  # (update_epochs,) averages over the epochs that ran, all their minibatches
         metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
@@ -882,7 +888,8 @@ def main(args: Args):
             fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}")
         logger.log(global_step, metrics)
         bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
-                  f"return {metrics['charts/episodic_return']:7.3f} | length {metrics['charts/episodic_length']:6.1f} | "
+                  f"return {metrics['charts/episodic_return']:7.3f} | "
+                  f"length {metrics['charts/episodic_length']:6.1f} | "
                   f"pg {metrics['losses/policy_loss']:+.4f} | v {metrics['losses/value_loss']:.4f} | "
                   f"ent {metrics['losses/entropy']:.2f} | kl {metrics['losses/approx_kl']:.4f}")  # fmt: skip
         if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
@@ -899,7 +906,8 @@ def main(args: Args):
         print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
 
     eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
-    eval_metrics = evaluate(make_rollout(env, policy, args.eval_episodes, env.episode_steps), params, obs_norm, eval_rng)
+    rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
+    eval_metrics = evaluate(rollout, params, obs_norm, eval_rng)
     logger.log(global_step, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))

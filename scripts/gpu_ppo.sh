@@ -5,6 +5,11 @@
 #   2. the raw MJX physics ceiling at the training batch size
 #   3. PPO at that batch size, for at most TRAIN_SECONDS (checkpoints every 10 iterations survive a timeout)
 #   4. copy back the log, metrics.csv, args.yaml and the last checkpoint without its env state (policy + meta)
+# The wheels (Python 3.12, x86-64), made here once:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     mujoco==4.0.0 mujoco-core==4.0.0 mujoco-mjx==3.17.0 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1 \
+#     tensorboardX==2.6.5 trimesh==5.2.0 glfw==2.11.0 pyopengl==3.1.10
 # Usage there: NUM_ENVS=8192 TRAIN_SECONDS=430 TOTAL=100000000 CKPT=50 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true

@@ -1,7 +1,6 @@
 """ppo_amp_mjx.py: one feature function for reference and policy, the discriminator, style reward, runs, bad input."""
 
 import math
-from dataclasses import replace
 
 import jax
 import jax.numpy as jp

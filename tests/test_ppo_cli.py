@@ -4,7 +4,6 @@ import ast
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from flax import serialization

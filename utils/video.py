@@ -25,7 +25,7 @@ from utils.checkpoint import CheckpointError, fail, load_policy  # noqa: E402
 
 
 def rollout_qpos(policy, commands: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int]:
-    """Commands [T, 3] -> (qpos [T+1, nq] from the reset on, qvel [T+1, nv], the MuJoCo model, first fall step or -1)."""
+    """Commands [T, 3] -> (qpos [T+1, nq] from the reset on, qvel [T+1, nv], the MuJoCo model, first fall or -1)."""
     from utils.evaluate import MujocoRunner
 
     runner = MujocoRunner(policy)
