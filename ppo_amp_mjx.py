@@ -199,9 +199,11 @@ def finalize_args(args: Args) -> Args:
     if min(args.disc_batch_size, args.disc_replay_size, args.disc_updates) <= 0 or args.disc_learning_rate <= 0:
         fail("--disc-batch-size, --disc-replay-size, --disc-updates and --disc-learning-rate must be positive")
     try:
-        load_motions(motion_path(args.motion_file))
+        motions = load_motions(motion_path(args.motion_file))
     except MotionFileError as e:
         fail(f"--motion-file {e}")
+    if abs(motions.fps * CTRL_DT - 1) > 1e-6:  # (s, s') pairs must be one control step apart
+        fail(f"--motion-file {args.motion_file}: {motions.fps:g} fps, the policy acts at {1 / CTRL_DT:g} Hz")
     iterations = args.num_iterations or args.total_timesteps // batch
     return replace(args, batch_size=batch, minibatch_size=batch // args.num_minibatches, num_iterations=iterations,
                    total_timesteps=iterations * batch)  # fmt: skip
@@ -415,7 +417,7 @@ class WildRobotEnv:
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
         info = state.info
-        rng, k_push, k_cmd, k_noise, k_reset = jax.random.split(info.rng, 5)
+        rng, k_push, k_gap, k_cmd, k_noise, k_reset = jax.random.split(info.rng, 6)
         action = jp.clip(action, -1.0, 1.0)
         applied = jp.where(info.latency, info.last_action, action)  # 0-1 step action latency
         target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
@@ -424,7 +426,7 @@ class WildRobotEnv:
         kick = jax.random.uniform(k_push, (2,), minval=-0.3, maxval=0.3)
         push_now = self.args.push & (info.push_countdown <= 0)
         data = data.replace(qvel=data.qvel.at[:2].add(jp.where(push_now, kick, 0.0)))
-        next_push = jax.random.randint(k_push, (), 250, 500)  # control steps: 5-10 s
+        next_push = jax.random.randint(k_gap, (), 250, 500)  # control steps: 5-10 s
         countdown = jp.where(info.push_countdown <= 0, next_push, info.push_countdown - 1)
 
         model = self.randomized_model(info.rand)
@@ -476,8 +478,10 @@ class WildRobotEnv:
         """Gravity direction in the IMU frame (3,): (0, 0, -1) when upright."""
         return -data.site_xmat[self.imu][2]
 
-    # AMP: the one feature path for policy states (reference clips go through the same amp_features)
+    # AMP: the one feature path for policy states (reference clips go through the same amp_features). Kinematics
+    # first: after mjx.step, site_xpos lags qpos by one substep, and a reset's site_xpos is that of `home`
     def amp_observation(self, data) -> jax.Array:
+        data = mjx.kinematics(self.model, data)
         return amp_features(data.qpos, data.qvel, data.site_xpos[self.feet])
 
     def feet_contact(self, data) -> jax.Array:
@@ -714,13 +718,14 @@ def amp_features(qpos, qvel, feet_pos):
     c, s = jp.cos(yaw), jp.sin(yaw)
     zero, one = jp.zeros_like(c), jp.ones_like(c)
     heading = jp.stack([jp.stack([c, s, zero], -1), jp.stack([-s, c, zero], -1), jp.stack([zero, zero, one], -1)], -2)
+    rot = jp.einsum("...ij,...jk->...ik", heading, rot)  # root to heading frame: no yaw left in the features
     to_heading = lambda v: jp.einsum("...ij,...j->...i", heading, v)  # world -> heading frame  # noqa: E731
-    ang_world = jp.einsum("...ij,...j->...i", rot, qvel[..., 3:6])  # free-joint angular velocity is in the body frame
+    ang_heading = jp.einsum("...ij,...j->...i", rot, qvel[..., 3:6])  # free-joint angular velocity: body frame
     feet = jp.einsum("...ij,...kj->...ki", heading, feet_pos - qpos[..., None, :3])  # (…, 2, 3)
     return jp.concatenate([
         qpos[..., 2:3],  # 1
-        rot[..., :, 0], rot[..., :, 2],  # 6 tangent, normal
-        to_heading(qvel[..., :3]), to_heading(ang_world),  # 3 + 3
+        rot[..., :, 0], rot[..., :, 2],  # 6 tangent, normal (heading frame)
+        to_heading(qvel[..., :3]), ang_heading,  # 3 + 3
         qpos[..., 7:], qvel[..., 6:],  # 11 + 11
         feet.reshape(feet.shape[:-2] + (6,)),  # 6
     ], -1)  # fmt: skip
@@ -1050,7 +1055,7 @@ def make_rollout(env: WildRobotEnv, policy, num_envs: int, num_steps: int):
 def evaluate(rollout, params, obs_norm, rng) -> dict:
     """eval/ metrics of the deterministic policy: return over the horizon, fall rate, velocity-tracking error."""
     out = jax.device_get(rollout(params, obs_norm, rng))
-    alive = np.cumsum(out["done"], axis=0) == 0  # (T, N) steps before the first episode end
+    alive = np.cumsum(out["done"], axis=0) - out["done"] == 0  # (T, N) steps up to and incl. the first episode end
     vel_err = np.linalg.norm(out["linvel"][..., :2] - out["command"][..., :2], axis=-1)
     return {"eval/episodic_return": float((out["reward"] * alive).sum(0).mean()),
             "eval/falls": float(out["terminated"].any(0).mean()),

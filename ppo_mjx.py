@@ -364,7 +364,7 @@ class WildRobotEnv:
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
         info = state.info
-        rng, k_push, k_cmd, k_noise, k_reset = jax.random.split(info.rng, 5)
+        rng, k_push, k_gap, k_cmd, k_noise, k_reset = jax.random.split(info.rng, 6)
         action = jp.clip(action, -1.0, 1.0)
         applied = jp.where(info.latency, info.last_action, action)  # 0-1 step action latency
         target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
@@ -373,7 +373,7 @@ class WildRobotEnv:
         kick = jax.random.uniform(k_push, (2,), minval=-0.3, maxval=0.3)
         push_now = self.args.push & (info.push_countdown <= 0)
         data = data.replace(qvel=data.qvel.at[:2].add(jp.where(push_now, kick, 0.0)))
-        next_push = jax.random.randint(k_push, (), 250, 500)  # control steps: 5-10 s
+        next_push = jax.random.randint(k_gap, (), 250, 500)  # control steps: 5-10 s
         countdown = jp.where(info.push_countdown <= 0, next_push, info.push_countdown - 1)
 
         model = self.randomized_model(info.rand)
@@ -841,7 +841,7 @@ def make_rollout(env: WildRobotEnv, policy, num_envs: int, num_steps: int):
 def evaluate(rollout, params, obs_norm, rng) -> dict:
     """eval/ metrics of the deterministic policy: return over the horizon, fall rate, velocity-tracking error."""
     out = jax.device_get(rollout(params, obs_norm, rng))
-    alive = np.cumsum(out["done"], axis=0) == 0  # (T, N) steps before the first episode end
+    alive = np.cumsum(out["done"], axis=0) - out["done"] == 0  # (T, N) steps up to and incl. the first episode end
     vel_err = np.linalg.norm(out["linvel"][..., :2] - out["command"][..., :2], axis=-1)
     return {"eval/episodic_return": float((out["reward"] * alive).sum(0).mean()),
             "eval/falls": float(out["terminated"].any(0).mean()),

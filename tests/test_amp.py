@@ -60,8 +60,7 @@ def test_amp_features_heading_invariant():
     v2[:, :3] = v[:, :3] @ rz.T
     feet2 = feet @ rz.T
     b = np.asarray(amp.amp_features(jp.asarray(q2), jp.asarray(v2), jp.asarray(feet2)))
-    np.testing.assert_allclose(a[:, 7:], b[:, 7:], atol=1e-5)  # everything but the orientation columns
-    np.testing.assert_allclose(a[:, [0, 3, 6]], b[:, [0, 3, 6]], atol=1e-5)  # height and the z-components
+    np.testing.assert_allclose(a, b, atol=1e-5)  # every feature, orientation columns included
 
 
 def test_style_reward_hand_worked():
@@ -155,11 +154,13 @@ def bad_motion_files(tmp_path):
     write("shape.npz", qpos=src["qpos"][:, :17])
     write("robot.npz", joint_names=np.array([f"joint_{i}" for i in range(11)]))
     write("pickled.npz", clip_names=np.array([{"a": 1}] * len(src["clip_names"]), dtype=object))
+    write("fps.npz", fps=np.array(30.0))  # pairs would not be one control step apart
     return cases
 
 
 @pytest.mark.parametrize("name, message", [
     ("nan.npz", "non-finite"), ("shape.npz", "shape"), ("robot.npz", "joint names"), ("pickled.npz", "pickle"),
+    ("fps.npz", "30 fps, the policy acts at 50 hz"),
 ])  # fmt: skip
 def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
