@@ -3,7 +3,7 @@
     python ppo_amp_mjx.py                     # the default job: 2048 envs, the shipped gait clips in assets/motions
     python ppo_amp_mjx.py --motion-file my_clips.npz --amp-weight 1.0
     python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
-    python ppo_amp_mjx.py --amp-weight 0      # exactly ppo_mjx.py on the same seed
+    python ppo_amp_mjx.py --amp-weight 0      # ppo_mjx.py on the same seed (to float rounding)
 
 This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block ppo_mjx.py lacks
 starts with `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
@@ -315,8 +315,8 @@ class EnvState:
     done: jax.Array  # ()  terminated or truncated (the env has been reset)
     truncated: jax.Array  # ()
     reached_critic_obs: jax.Array  # (C,)  critic obs of the state the last step reached, before any auto-reset
-    # AMP: features of that same reached state, the s' of the policy's (s, s') pair
-    reached_amp_features: jax.Array  # (D,)
+    # AMP: qpos and qvel of that same reached state, for the s' of the policy's (s, s') pair
+    reached_qpos_qvel: jax.Array  # (nq + nv,)
     info: EnvInfo
     metrics: dict  # reward/<term> (), nan_reset (), episode_return (), episode_length () — at done
 
@@ -411,9 +411,9 @@ class WildRobotEnv:
         zero = jp.float32(0.0)
         metrics = {f"reward/{k}": zero for k in REWARD_SCALES} | dict(nan_reset=zero, episode_return=zero,
                                                                        episode_length=zero)  # fmt: skip
-        # AMP: the fresh state's features
+        # AMP: the fresh state's qpos and qvel
         return EnvState(data, obs, critic_obs, zero, jp.bool_(False), jp.bool_(False), critic_obs,
-                        self.amp_observation(data), info, metrics)  # fmt: skip
+                        jp.concatenate([data.qpos, data.qvel]), info, metrics)  # fmt: skip
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
         info = state.info
@@ -463,26 +463,27 @@ class WildRobotEnv:
         metrics = {f"reward/{k}": v for k, v in terms.items()} | dict(
             nan_reset=(~finite).astype(jp.float32),
             episode_return=info.episode_return, episode_length=step.astype(jp.float32))  # fmt: skip
-        # AMP: features of the reached state survive the auto-reset, like its critic obs
-        amp_reached = self.amp_observation(data)
+        # AMP: the reached state's qpos and qvel survive the auto-reset, like its critic obs
+        amp_reached = jp.concatenate([data.qpos, data.qvel])
         stepped = EnvState(data, obs, critic_obs, reward, done, truncated, critic_obs, amp_reached, info, metrics)
         # auto-reset: a done env continues from a fresh episode; the reached critic obs stays for the bootstrap
         fresh = self.reset(k_reset)
         after = jax.tree.map(lambda a, b: jp.where(done, a, b), fresh, stepped)
-        # AMP: keep the reached state's features too
+        # AMP: keep the reached state's qpos and qvel too
         return after.replace(reward=reward, done=done, truncated=truncated, reached_critic_obs=critic_obs,
-                             reached_amp_features=amp_reached, metrics=metrics)
+                             reached_qpos_qvel=amp_reached, metrics=metrics)
 
     # --- observation / reward ------------------------------------------------------------------------------------
     def gravity(self, data) -> jax.Array:
         """Gravity direction in the IMU frame (3,): (0, 0, -1) when upright."""
         return -data.site_xmat[self.imu][2]
 
-    # AMP: the one feature path for policy states (reference clips go through the same amp_features). Kinematics
-    # first: after mjx.step, site_xpos lags qpos by one substep, and a reset's site_xpos is that of `home`
-    def amp_observation(self, data) -> jax.Array:
-        data = mjx.kinematics(self.model, data)
-        return amp_features(data.qpos, data.qvel, data.site_xpos[self.feet])
+    # AMP: the one feature path for policy states (reference clips go through the same amp_features). Feet by fresh
+    # kinematics of qpos (after mjx.step, data.site_xpos lags qpos by one substep; after a reset it is that of `home`),
+    # computed in the training loop so that env.step stays the same program as in ppo_mjx.py
+    def amp_observation(self, qpos, qvel) -> jax.Array:  # (nq,), (nv,) -> (D,)
+        data = mjx.kinematics(self.model, self.init_data.replace(qpos=qpos, qvel=qvel))
+        return amp_features(qpos, qvel, data.site_xpos[self.feet])
 
     def feet_contact(self, data) -> jax.Array:
         """(2,) bool: a sole touches the floor. MJX keeps a fixed contact list; unused slots have dist > 0."""
@@ -933,8 +934,11 @@ def make_train(args: Args, env: WildRobotEnv):
                             value(rs.params, rs.critic_norm, env_state.critic_obs),
                             value(rs.params, rs.critic_norm, next_state.reached_critic_obs),
                             next_state.reward, next_state.done & ~next_state.truncated, next_state.done)  # fmt: skip
-            # AMP: the policy's (s, s') pair of this step
-            pair = jp.concatenate([jax.vmap(env.amp_observation)(env_state.data), next_state.reached_amp_features], -1)
+            # AMP: the policy's (s, s') pair of this step, (N, 2D)
+            nq = env.mj_model.nq
+            reached = next_state.reached_qpos_qvel  # (N, nq + nv)
+            s = jax.vmap(env.amp_observation)(env_state.data.qpos, env_state.data.qvel)
+            pair = jp.concatenate([s, jax.vmap(env.amp_observation)(reached[:, :nq], reached[:, nq:])], -1)
             return (next_state, rng), (tr, next_state.metrics, pair)
 
         # AMP: the scan also returns the policy's pairs (T, N, 2D)

@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 from flax import serialization
-from mujoco import mjx
 
 import ppo_amp_mjx as amp
 from conftest import ROOT, assert_resume_matches, run_script
@@ -28,9 +27,8 @@ def test_reference_features_match_the_env_state_path():
 
     @jax.jit
     @jax.vmap
-    def env_path(qpos, qvel):  # the path the policy's states take: MJX data -> env.amp_observation
-        data = mjx.kinematics(env.model, env.init_data.replace(qpos=qpos, qvel=qvel))
-        return env.amp_observation(data)
+    def env_path(qpos, qvel):  # the path the policy's states take: MJX kinematics -> env.amp_observation
+        return env.amp_observation(qpos, qvel)
 
     feats = np.asarray(env_path(jp.asarray(motions.qpos[frames]), jp.asarray(motions.qvel[frames])))
     starts = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
@@ -133,9 +131,11 @@ def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
     amp_dir = next((tmp_path / "runs").iterdir())
     a = load(ppo_dir / "checkpoints" / "ckpt_000002.msgpack")["policy"]
     b = load(amp_dir / "checkpoints" / "ckpt_000002.msgpack")["policy"]
+    # same rollouts, losses and updates; equal to float rounding only, because XLA fuses the AMP file's larger program
+    # differently (after 2 iterations they differ by < 1e-9; one iteration of updates moves them by ~4e-4)
     for (pa, x), (pb, y) in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)):
         assert pa == pb
-        np.testing.assert_array_equal(x, y, err_msg=str(pa))
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-8, err_msg=str(pa))
 
 
 @pytest.fixture
