@@ -36,7 +36,7 @@ from mujoco import mjx
 from tqdm import tqdm
 
 # AMP: the safe motion loader (after mujoco is imported; it never unpickles)
-from utils.motions import MotionFileError, load_motions
+from utils.motions import MotionFileError, feet_kinematics, load_motions
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 # AMP: D AMP feature dim (41), P reference pairs, R replay size
@@ -772,12 +772,8 @@ def style_reward(logits, loss_type="lsgan"):
 
 def reference_pairs(env, motions) -> np.ndarray:
     """(s, s') feature pairs [P, 2D] of consecutive frames inside each clip; feet by MuJoCo forward kinematics."""
-    m, data, feet = env.mj_model, mujoco.MjData(env.mj_model), []
-    for q in motions.qpos:
-        data.qpos[:] = q
-        mujoco.mj_kinematics(m, data)
-        feet.append(data.site_xpos[np.asarray(env.feet)].copy())
-    feats = np.asarray(amp_features(jp.asarray(motions.qpos), jp.asarray(motions.qvel), jp.asarray(np.stack(feet))))
+    feet = feet_kinematics(env.mj_model, motions.qpos)[0]  # (T, 2, 3) the same foot sites as env.feet
+    feats = np.asarray(amp_features(jp.asarray(motions.qpos), jp.asarray(motions.qvel), jp.asarray(feet)))
     idx = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
     return np.concatenate([feats[idx], feats[idx + 1]], axis=-1).astype(np.float32)
 
@@ -1091,8 +1087,9 @@ def main(args: Args):
     start = time.time()
     runner_state = jax.jit(init)(key) if runner_state is None else runner_state
     step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
-    print(f"compiled in {time.time() - start:.1f} s")
-    logger.log(global_step, {"charts/compile_seconds": time.time() - start}, csv_row=False)
+    compile_seconds = time.time() - start
+    print(f"compiled in {compile_seconds:.1f} s")
+    logger.log(global_step, {"charts/compile_seconds": compile_seconds}, csv_row=False)
     first, start, start_step, last_ckpt = int(runner_state.iteration), time.time(), global_step, None
     bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
     for iteration in bar:

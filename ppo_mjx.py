@@ -873,8 +873,9 @@ def main(args: Args):
     start = time.time()
     runner_state = jax.jit(init)(key) if runner_state is None else runner_state
     step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
-    print(f"compiled in {time.time() - start:.1f} s")
-    logger.log(global_step, {"charts/compile_seconds": time.time() - start}, csv_row=False)
+    compile_seconds = time.time() - start
+    print(f"compiled in {compile_seconds:.1f} s")
+    logger.log(global_step, {"charts/compile_seconds": compile_seconds}, csv_row=False)
     first, start, start_step, last_ckpt = int(runner_state.iteration), time.time(), global_step, None
     bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
     for iteration in bar:

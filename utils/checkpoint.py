@@ -151,3 +151,11 @@ def load_policy(path: str | Path) -> Policy:
     args = module.Args(**{k: v for k, v in meta["args"].items() if k in known})
     actor = jax.tree.map(lambda x: np.asarray(x, np.float32), actor)
     return Policy(file, meta, args, module, actor, mean, var)
+
+
+def load_policy_or_exit(path: str | Path) -> Policy:
+    """load_policy for the command-line tools: a bad checkpoint ends the program with its one-line error."""
+    try:
+        return load_policy(path)
+    except CheckpointError as e:
+        fail(str(e))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from utils.checkpoint import ROOT, CheckpointError, fail, load_policy
+from utils.checkpoint import ROOT, fail, load_policy_or_exit
 
 COMMANDS = {  # name -> (vx m/s, vy m/s, yaw rate rad/s)
     "stand": (0.0, 0.0, 0.0),
@@ -326,10 +326,7 @@ def main(argv=None):
         fail(f"--commands: unknown {', '.join(unknown)} (known: {', '.join(COMMANDS)})")
     if args.episodes < 1 or args.seconds <= 0 or args.push_newtons < 0:
         fail("--episodes must be >= 1, --seconds > 0 and --push-newtons >= 0")
-    try:
-        policy = load_policy(args.checkpoint)
-    except CheckpointError as e:
-        fail(str(e))
+    policy = load_policy_or_exit(args.checkpoint)
     dt = policy.module.CTRL_DT
     steps = max(1, round(args.seconds / dt))
     names = list(dict.fromkeys(args.commands))

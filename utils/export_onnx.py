@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from utils.checkpoint import CheckpointError, fail, load_policy
+from utils.checkpoint import fail, load_policy_or_exit
 
 OPSET = 17
 
@@ -104,10 +104,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.samples < 1 or args.latency_runs < 1:
         fail("--samples and --latency-runs must be >= 1")
-    try:
-        policy = load_policy(args.checkpoint)
-    except CheckpointError as e:
-        fail(str(e))
+    policy = load_policy_or_exit(args.checkpoint)
     import onnxruntime as ort
 
     out = Path(args.out)

@@ -21,7 +21,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is first imported: it
 
 import numpy as np  # noqa: E402
 
-from utils.checkpoint import CheckpointError, fail, load_policy  # noqa: E402
+from utils.checkpoint import fail, load_policy_or_exit  # noqa: E402
 
 
 def rollout_qpos(policy, commands: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int]:
@@ -84,10 +84,7 @@ def main(argv=None):
         fail(f"--out {out}: use a .mp4 or .gif file name")
     if args.seconds <= 0 or args.every < 1 or min(args.width, args.height) < 16:
         fail("--seconds must be > 0, --every >= 1, --width and --height >= 16")
-    try:
-        policy = load_policy(args.checkpoint)
-    except CheckpointError as e:
-        fail(str(e))
+    policy = load_policy_or_exit(args.checkpoint)
     from utils.render import plain_floor, render_qpos, write_frames  # sets MUJOCO_GL=egl unless it is set
 
     dt = policy.module.CTRL_DT
