@@ -122,6 +122,8 @@ class Args:
     """the maximum norm for gradient clipping"""
     target_kl: float | None = None
     """skip the remaining epochs of an iteration once the approximate KL exceeds this"""
+    init_std: float = 0.5
+    """initial std of the Gaussian policy (actions are in [-1, 1], times --action-scale rad)"""
     min_std: float = 0.05
     """floor of the policy's action standard deviation"""
 
@@ -132,6 +134,8 @@ class Args:
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
+    gait_shaping: bool = False
+    """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 2e-5
@@ -148,6 +152,8 @@ class Args:
     """reference pairs (and as many policy pairs) per discriminator update"""
     disc_updates: int = 2
     """discriminator updates per iteration"""
+    feature_min_std: float = 5e-3
+    """features whose std over the reference clips is below this are hidden from the discriminator (0: none)"""
 
     # to be filled in at runtime
     batch_size: int = 0
@@ -189,8 +195,8 @@ def finalize_args(args: Args) -> Args:
              f"{batch})")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
-    if min(args.learning_rate, args.episode_seconds, args.min_std) <= 0:
-        fail("--learning-rate, --episode-seconds and --min-std must be positive")
+    if min(args.learning_rate, args.episode_seconds, args.min_std, args.init_std) <= 0:
+        fail("--learning-rate, --episode-seconds, --min-std and --init-std must be positive")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
@@ -267,6 +273,8 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     alive=1.0,  # 1 per step not fallen
     termination=-10.0,  # 1 on a fall
 )
+# AMP: task terms that prescribe a gait (swing clock, air time, standing in `home`); here the reference motions do that
+SHAPING_TERMS = ("feet_phase", "feet_air_time", "stand_still")
 # domain randomization, per episode: (low, high, how the draw applies to the nominal value)
 RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
                      frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
@@ -330,6 +338,10 @@ class WildRobotEnv:
 
     def __init__(self, args: Args):
         self.args = args
+        self.reward_scales = REWARD_SCALES
+        # AMP: the style reward takes over the gait-shaping terms unless --gait-shaping keeps them
+        if args.amp_weight > 0 and not args.gait_shaping:
+            self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS}
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
@@ -446,7 +458,7 @@ class WildRobotEnv:
         fallen = (data.qpos[2] < FALL_HEIGHT) | (upright < 0.5)
         terminated = fallen | ~finite
         terms = self.reward_terms(data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen)
-        terms = {k: v * REWARD_SCALES[k] for k, v in terms.items()}
+        terms = {k: v * self.reward_scales[k] for k, v in terms.items()}
         reward = jp.where(finite, CTRL_DT * sum(terms.values()), 0.0)
 
         step = info.step + 1
@@ -565,13 +577,14 @@ def mlp(x, hidden, activation):  # hidden layers, called inside a compact module
 class Actor(nn.Module):
     action_size: int
     min_std: float
+    init_std: float = 0.5
     hidden: tuple = (256, 128, 128)
 
     @nn.compact
     def __call__(self, obs):  # (..., O) normalized
         x = mlp(obs, self.hidden, nn.swish)  # hidden layers first: they are Dense_0.. in the checkpoints
         mean = dense(self.action_size, 0.01)(x)  # (..., A)
-        log_std = self.param("log_std", nn.initializers.constant(math.log(0.5)), (self.action_size,))
+        log_std = self.param("log_std", nn.initializers.constant(math.log(self.init_std)), (self.action_size,))
         std = jp.maximum(jp.exp(log_std), self.min_std)  # floored: exploration never collapses
         return mean, jp.broadcast_to(std, mean.shape)
 
@@ -732,6 +745,11 @@ def amp_features(qpos, qvel, feet_pos):
     ], -1)  # fmt: skip
 
 
+AMP_FEATURE_NAMES = ("root_z", *(f"{a}_{c}" for a in ("tangent", "normal", "lin_vel", "ang_vel") for c in "xyz"),
+                     *(f"{j}_pos" for j in JOINT_NAMES), *(f"{j}_vel" for j in JOINT_NAMES),
+                     *(f"{side}_foot_{c}" for side in ("left", "right") for c in "xyz"))  # fmt: skip
+
+
 class Discriminator(nn.Module):
     hidden: tuple = (512, 256)
 
@@ -886,7 +904,7 @@ class Logger:
 # ---------------------------------------------------------------------------------------------------------------------
 def make_train(args: Args, env: WildRobotEnv):
     """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, optimizer)."""
-    actor, critic = Actor(env.ACTION_SIZE, args.min_std), Critic()
+    actor, critic = Actor(env.ACTION_SIZE, args.min_std, args.init_std), Critic()
     num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
     lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
     optimizer = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optax.adam(lr, eps=1e-5))
@@ -895,10 +913,16 @@ def make_train(args: Args, env: WildRobotEnv):
     motions = load_motions(motion_path(args.motion_file))
     ref_pairs = jp.asarray(reference_pairs(env, motions))  # (P, 2D)
     feat_dim = ref_pairs.shape[-1] // 2
+    # AMP: features the reference holds constant would only tell kinematics from physics (a generated clip never tilts
+    # its pelvis or turns its waist, a simulated robot always does a little): the discriminator does not see them
+    varied = np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std  # (D,)
+    seen = np.tile(varied, 2)  # both halves of a pair
+    disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen]  # noqa: E731
     disc = Discriminator()
     disc_apply = lambda p, x: disc.apply({"params": p}, x)  # noqa: E731
     disc_optimizer = optax.adam(args.disc_learning_rate)
-    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} (s, s') pairs, {feat_dim} features each")
+    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} (s, s') pairs, {feat_dim} features each; "
+          f"constant in the reference, not seen by the discriminator: {', '.join(np.array(AMP_FEATURE_NAMES)[~varied])}")
 
     def init(rng) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
@@ -907,7 +931,7 @@ def make_train(args: Args, env: WildRobotEnv):
         env_state = v_reset(jax.random.split(k_env, args.num_envs))
         # AMP: discriminator state from a key folded off the seed, leaving PPO's splits untouched
         amp_rng, k_disc = jax.random.split(jax.random.fold_in(rng, 0xA3))
-        disc_params = disc.init(k_disc, jp.zeros(2 * feat_dim))["params"]
+        disc_params = disc.init(k_disc, jp.zeros(int(seen.sum())))["params"]
         return RunnerState(params, optimizer.init(params), Normalizer.create(env.OBS_SIZE),
                            Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0), disc_params,
                            disc_optimizer.init(disc_params), Normalizer.create(feat_dim),
@@ -941,7 +965,7 @@ def make_train(args: Args, env: WildRobotEnv):
         (env_state, rng), (traj, env_metrics, pol_pairs) = jax.lax.scan(env_step, (rs.env_state, rs.rng), None,
                                                                          args.num_steps)  # fmt: skip
         # AMP: style reward from the discriminator as it was before this iteration's update
-        style = style_reward(disc_apply(rs.disc_params, normalize_pairs(rs.amp_norm, pol_pairs)), args.disc_loss)
+        style = style_reward(disc_apply(rs.disc_params, disc_inputs(rs.amp_norm, pol_pairs)), args.disc_loss)
         task_reward = traj.reward  # (T, N)
         if args.amp_weight > 0:  # skipped at 0, so the reward is bit-for-bit the task reward
             traj = traj._replace(reward=args.task_weight * task_reward + args.amp_weight * CTRL_DT * style)
@@ -1005,7 +1029,7 @@ def make_train(args: Args, env: WildRobotEnv):
             rep = jp.where(stored > 0, rep, cur[:half])  # an empty replay buffer: current samples only
             pol = jp.concatenate([cur, rep])  # (disc_batch_size, 2D)
             (_, m), grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-                disc_params, disc_apply, normalize_pairs(amp_norm, ref), normalize_pairs(amp_norm, pol),
+                disc_params, disc_apply, disc_inputs(amp_norm, ref), disc_inputs(amp_norm, pol),
                 args.disc_loss, args.disc_grad_penalty, args.disc_logit_reg, args.disc_weight_decay)  # fmt: skip
             updates, disc_opt = disc_optimizer.update(grads, disc_opt)
             return (optax.apply_updates(disc_params, updates), disc_opt), m

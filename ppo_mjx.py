@@ -116,6 +116,8 @@ class Args:
     """the maximum norm for gradient clipping"""
     target_kl: float | None = None
     """skip the remaining epochs of an iteration once the approximate KL exceeds this"""
+    init_std: float = 0.5
+    """initial std of the Gaussian policy (actions are in [-1, 1], times --action-scale rad)"""
     min_std: float = 0.05
     """floor of the policy's action standard deviation"""
 
@@ -151,8 +153,8 @@ def finalize_args(args: Args) -> Args:
              f"{batch})")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
-    if min(args.learning_rate, args.episode_seconds, args.min_std) <= 0:
-        fail("--learning-rate, --episode-seconds and --min-std must be positive")
+    if min(args.learning_rate, args.episode_seconds, args.min_std, args.init_std) <= 0:
+        fail("--learning-rate, --episode-seconds, --min-std and --init-std must be positive")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
     iterations = args.num_iterations or args.total_timesteps // batch
@@ -279,6 +281,7 @@ class WildRobotEnv:
 
     def __init__(self, args: Args):
         self.args = args
+        self.reward_scales = REWARD_SCALES
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
@@ -393,7 +396,7 @@ class WildRobotEnv:
         fallen = (data.qpos[2] < FALL_HEIGHT) | (upright < 0.5)
         terminated = fallen | ~finite
         terms = self.reward_terms(data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen)
-        terms = {k: v * REWARD_SCALES[k] for k, v in terms.items()}
+        terms = {k: v * self.reward_scales[k] for k, v in terms.items()}
         reward = jp.where(finite, CTRL_DT * sum(terms.values()), 0.0)
 
         step = info.step + 1
@@ -502,13 +505,14 @@ def mlp(x, hidden, activation):  # hidden layers, called inside a compact module
 class Actor(nn.Module):
     action_size: int
     min_std: float
+    init_std: float = 0.5
     hidden: tuple = (256, 128, 128)
 
     @nn.compact
     def __call__(self, obs):  # (..., O) normalized
         x = mlp(obs, self.hidden, nn.swish)  # hidden layers first: they are Dense_0.. in the checkpoints
         mean = dense(self.action_size, 0.01)(x)  # (..., A)
-        log_std = self.param("log_std", nn.initializers.constant(math.log(0.5)), (self.action_size,))
+        log_std = self.param("log_std", nn.initializers.constant(math.log(self.init_std)), (self.action_size,))
         std = jp.maximum(jp.exp(log_std), self.min_std)  # floored: exploration never collapses
         return mean, jp.broadcast_to(std, mean.shape)
 
@@ -730,7 +734,7 @@ class Logger:
 # ---------------------------------------------------------------------------------------------------------------------
 def make_train(args: Args, env: WildRobotEnv):
     """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, optimizer)."""
-    actor, critic = Actor(env.ACTION_SIZE, args.min_std), Critic()
+    actor, critic = Actor(env.ACTION_SIZE, args.min_std, args.init_std), Critic()
     num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
     lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
     optimizer = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optax.adam(lr, eps=1e-5))

@@ -38,6 +38,19 @@ def test_reference_features_match_the_env_state_path():
     np.testing.assert_allclose(feats, pairs[rows, :d], atol=1e-4)
     np.testing.assert_allclose(feats[1:], pairs[rows[:-1], d:], atol=1e-4)  # s' of frame t is frame t+1
     assert pairs[rows, 0].min() > 0.3  # root height in metres: a standing/walking robot
+    assert len(amp.AMP_FEATURE_NAMES) == d
+    # the generated clips hold the pelvis level at one height and the waist still: hidden from the discriminator
+    constant = np.array(amp.AMP_FEATURE_NAMES)[pairs[:, :d].std(0) <= amp.Args().feature_min_std]
+    assert set(constant) == {"root_z", "tangent_x", "tangent_y", "tangent_z", "normal_x", "normal_y", "normal_z",
+                             "ang_vel_x", "ang_vel_y", "waist_yaw_pos", "waist_yaw_vel"}  # fmt: skip
+    # with a style reward the gait-shaping task terms are off; the rest of the task is ppo_mjx.py's
+    assert {k for k, v in env.reward_scales.items() if v != amp.REWARD_SCALES[k]} == set(amp.SHAPING_TERMS)
+    assert all(env.reward_scales[k] == 0 for k in amp.SHAPING_TERMS)
+
+
+def test_gait_shaping_flag_keeps_the_task_terms():
+    for args in (amp.Args(gait_shaping=True), amp.Args(amp_weight=0.0)):
+        assert amp.WildRobotEnv(args).reward_scales == amp.REWARD_SCALES
 
 
 def test_amp_features_heading_invariant():
