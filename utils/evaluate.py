@@ -46,7 +46,7 @@ COMMANDS = {  # name -> (vx m/s, vy m/s, yaw rate rad/s)
 PUSH_SECONDS, RECOVERY_SECONDS, SETTLE_SECONDS = 0.2, 2.0, 1.0
 METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "torque_nm", "power_w", "clearance_m",
            "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
-TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact")  # per-step arrays of a rollout
+TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact", "qpos", "qvel")  # per-step arrays
 
 
 def eval_args(policy, seconds: float):
@@ -82,8 +82,9 @@ def make_env(policy, seconds: float):
 
 
 def rollout_mjx(policy, commands: np.ndarray, forces: np.ndarray, steps: int, seed: int = 0) -> dict:
-    """E = len(commands) envs for `steps` control steps. Returns traces [E, T, ...] (TRACE), `valid` [E, T] (steps
-    before a fall), `fell` [E], `start` [E, 3], and `final`: the batched EnvState after the last step (numpy).
+    """E = len(commands) envs for `steps` control steps. Returns traces [E, T, ...] (TRACE; `qpos` [E, T, 18] and
+    `qvel` [E, T, 17] in full), `valid` [E, T] (steps before a fall), `fell` [E], `start` [E, 3], and `final`: the
+    batched EnvState after the last step (numpy).
     `forces` [E, 3] act on the pelvis during the push window."""
     env = make_env(policy, steps * policy.module.CTRL_DT)
     pelvis = int(env.mj_model.jnt_bodyid[0])
@@ -101,7 +102,7 @@ def rollout_mjx(policy, commands: np.ndarray, forces: np.ndarray, steps: int, se
         d = nxt.data  # after a fall this is already the next episode: masked out by `valid`
         out = dict(pos=d.qpos[:, :3], linvel=d.sensordata[:, lin], yaw_rate=d.qvel[:, 5], torque=d.actuator_force,
                    joint_vel=d.qvel[:, 6:], foot_z=d.site_xpos[:, env.feet, 2], contact=jax.vmap(env.feet_contact)(d),
-                   fell=nxt.done & ~nxt.truncated)  # fmt: skip
+                   qpos=d.qpos, qvel=d.qvel, fell=nxt.done & ~nxt.truncated)  # fmt: skip
         return nxt, out
 
     def rollout(rng):
@@ -198,7 +199,8 @@ class MujocoRunner:
         d = self.data
         return dict(pos=d.qpos[:3].copy(), linvel=d.sensordata[self.linvel].copy(), yaw_rate=d.qvel[5],
                     torque=d.actuator_force.copy(), joint_vel=d.qvel[6:].copy(),
-                    foot_z=d.site_xpos[self.feet, 2].copy(), contact=self.contact())  # fmt: skip
+                    foot_z=d.site_xpos[self.feet, 2].copy(), contact=self.contact(), qpos=d.qpos.copy(),
+                    qvel=d.qvel.copy())  # fmt: skip
 
 
 def obs_gap(policy, final) -> float:

@@ -1,0 +1,140 @@
+"""utils.compare_gaits: the touchdown counter, the reference's step frequency, the style distance, the CLI.
+
+One compiled MJX rollout in all (the end-to-end run on the shipped policy); the rest is numpy on the reference clips."""
+
+import json
+
+import imageio.v3 as iio
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_tools import error_line, run_module
+from utils import compare_gaits as cg
+from utils.gait import GaitParams
+from utils.motions import load_motions
+from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+
+SHIPPED_POLICY = ROOT / "assets" / "policies" / "ppo_walk_h100.msgpack"
+
+
+@pytest.fixture(scope="module")
+def motions():
+    return load_motions(MOTIONS_DIR)
+
+
+@pytest.fixture(scope="module")
+def reference(motions):
+    """The windows (all clips, first 2 s dropped) and their measures."""
+    windows = cg.reference_windows(motions, list(motions.clip_names), 2.0, load_model(SCENE_FLAT))
+    return windows, cg.measure(windows, 1.0 / motions.fps)
+
+
+def test_feature_names_follow_amp_features():
+    """41 names, in amp_features' order: spot-check one feature of each group against the state it comes from."""
+    rng = np.random.default_rng(0)
+    qpos = np.concatenate([rng.normal(size=3), [1, 0, 0, 0], rng.normal(size=11)]).astype(np.float32)  # upright
+    qvel, feet = rng.normal(size=17).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    feats = np.asarray(cg.amp_features(jnp.asarray(qpos), jnp.asarray(qvel), jnp.asarray(feet)))
+    assert feats.shape == (len(cg.FEATURE_NAMES),) == (41,) == cg.STD_FLOOR.shape
+    assert len(set(cg.FEATURE_NAMES)) == 41
+    f = dict(zip(cg.FEATURE_NAMES, feats))
+    # identity orientation: tangent = x axis, normal = z axis, velocities and feet unrotated
+    expected = dict(root_z=qpos[2], tangent_x=1.0, normal_z=1.0, normal_x=0.0, lin_vel_y=qvel[1], ang_vel_z=qvel[5],
+                    left_knee_pos=qpos[7 + 2], waist_yaw_pos=qpos[7 + 10], right_hip_roll_vel=qvel[6 + 6],
+                    left_foot_x=feet[0, 0] - qpos[0], right_foot_z=feet[1, 2] - qpos[2])  # fmt: skip
+    for name, value in expected.items():
+        assert f[name] == pytest.approx(value, abs=1e-5), name
+
+
+def test_touchdown_counter_on_a_synthetic_gait():
+    """Left foot 0.4 s down / 0.4 s up, right foot in antiphase: 2.5 steps/s at 50 Hz, whatever the window's phase;
+    a 1-frame lift in stance is flicker, not a step."""
+    dt, period = 0.02, 40  # frames per stride (two steps)
+    t = np.arange(1000)
+    left = (t % period) < 20
+    contact = np.stack([left, ~left], axis=-1)  # (1000, 2)
+    flicker = contact.copy()
+    flicker[5, 0] = False  # left stance is frames 0-19: frame 5 in the air, frame 6 down again
+    assert len(cg.touchdowns(flicker)) == len(cg.touchdowns(contact))
+    assert len(cg.touchdowns(flicker, min_air=1)) == len(cg.touchdowns(contact)) + 1
+    for start in (0, 7, 13, 31):  # windows of 6 s starting anywhere in the stride
+        assert cg.step_frequency([contact[start : start + 300]], dt) == pytest.approx(2.5)
+    assert cg.step_frequency([np.ones((300, 2), bool)], dt) == 0.0  # standing
+    few = np.ones((300, 2), bool)
+    few[100:110, 0] = False  # one step in 6 s: counted over the whole window
+    assert cg.step_frequency([few], dt) == pytest.approx(1 / 6)
+    # a foot in the air at the window's start lands after 3 frames: a step
+    assert cg.touchdowns(np.array([[0, 1], [0, 1], [0, 1], [1, 1]], bool)).tolist() == [3]
+
+
+def test_reference_step_frequency_matches_the_generator(reference, motions):
+    """The foot-site contact of the kinematic clips gives the generator's step time: 0.4 s, shorter at speed."""
+    _, ref = reference
+    p = GaitParams()
+    assert ref["step_freq"]["stand"] == 0.0
+    for name, (vx, _, _) in zip(motions.clip_names, motions.clip_commands):
+        if name == "stand":
+            continue
+        step_time = np.clip(p.max_step / max(abs(vx), 1e-9), p.min_step_time, p.step_time)  # as utils.gait.plan
+        assert 1.5 < ref["step_freq"][name] < 4.0, name
+        assert ref["step_freq"][name] == pytest.approx(1 / step_time, abs=0.05), name
+
+
+def test_reference_against_itself_and_a_shifted_copy(reference):
+    """Itself: style distance 0. A copy with the left knee bent 0.1 rad more: only that feature moves, by W1 = 0.1
+    (a shift's Wasserstein-1 distance is the shift) over the reference's knee std."""
+    windows, ref = reference
+    again = cg.measure(windows, 0.02)
+    assert cg.style_distance(again["features"], ref["features"])[0] == 0.0
+    assert again["step_freq"] == ref["step_freq"] and again["joints"] == ref["joints"]
+    knee = 7 + JOINT_NAMES.index("left_knee")
+    bent = {n: [w | dict(qpos=w["qpos"] + 0.1 * (np.arange(18) == knee)) for w in ws] for n, ws in windows.items()}
+    dist, per_feature = cg.style_distance(cg.measure(bent, 0.02)["features"], ref["features"])
+    i = cg.FEATURE_NAMES.index("left_knee_pos")
+    std = ref["features"][:, i].std()
+    assert per_feature[i] == pytest.approx(0.1 / std, rel=1e-3) and std > cg.STD_FLOOR[i]
+    assert np.delete(per_feature, i).max() < 1e-3  # the root and the feet come from the unchanged qpos and feet
+    assert dist == pytest.approx(per_feature[i] / 41, rel=1e-2)
+
+
+def test_missing_checkpoint_exits_2_with_one_line(tmp_path):
+    proc = run_module("utils.compare_gaits", str(tmp_path / "nope.msgpack"), "--out", str(tmp_path / "g.png"),
+                      "--json", str(tmp_path / "g.json"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert "nope.msgpack: no such checkpoint file or run folder" in error_line(proc)
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    for argv, message in ((["--clips", "moonwalk"], "--clips: unknown moonwalk"),
+                          (["--motion-file", str(tmp_path / "none.npz")], "none.npz: missing file"),
+                          (["--labels", "a", "b"], "--labels: need 1 distinct labels")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            cg.main([str(SHIPPED_POLICY), *argv, "--out", str(tmp_path / "g.png")])
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference):
+    """2 commands × 1 episode × 3 s (the first second dropped): the table, the JSON and a readable PNG."""
+    out, js = tmp_path / "figs" / "gait.png", tmp_path / "gait.json"
+    proc = run_module("utils.compare_gaits", str(SHIPPED_POLICY), "--clips", "stand", "forward_0.3", "--episodes", "1",
+                      "--seconds", "3", "--skip", "1", "--out", str(out), "--json", str(js), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "steps/s" in proc.stdout and "most different features" in proc.stdout
+    report = json.loads(js.read_text())
+    assert report["feature_names"] == list(cg.FEATURE_NAMES)
+    assert report["reference"]["step_freq"] == {"stand": 0.0, "forward_0.3": pytest.approx(2.5)}
+    pol = report["policies"]["ppo_walk_h100"]
+    assert pol["falls"] == {"stand": 0, "forward_0.3": 0, "overall": 0} and pol["episodes"] == 2
+    assert pol["step_freq"]["stand"] < 1.0 and 1.5 < pol["step_freq"]["forward_0.3"] < 4.0  # it stands, it walks
+    assert 0.0 < pol["style_distance"] < 5.0 and len(pol["style_top"]) == 5
+    assert set(pol["style_top"]) <= set(cg.FEATURE_NAMES) and min(pol["style_top"].values()) > 0
+    assert set(pol["joints"]) == {"stand", "forward_0.3", "overall"}
+    assert set(pol["joints"]["overall"]) == set(JOINT_NAMES) and 0 <= pol["range_diff"]["mean"] < 1.0
+    image = iio.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 500 and image.std() > 10
+    assert not list(tmp_path.rglob(".*tmp*"))

@@ -1,0 +1,320 @@
+"""Compare policies' gaits with the reference motions (and with each other): joint angles, step frequency, AMP style.
+
+    python -m utils.compare_gaits assets/policies/ppo_walk_h100.msgpack --out docs/images/gait_compare_ppo.png \
+        --json docs/gait_compare_ppo.json
+    python -m utils.compare_gaits runs/<ppo> runs/<amp> --labels ppo amp --clips stand forward_0.3 --episodes 1
+
+Each reference clip's command is rolled out in MJX (`utils.evaluate.rollout_mjx`: deterministic policy, the command
+held fixed; randomization, noise, pushes and latency off) for --episodes × --seconds. The first --skip seconds of
+every episode and of every reference clip (the start from standing) are dropped, and so is everything from a fall on.
+Per command and pooled over all commands, for the reference and each policy:
+
+    joints       per joint angle (rad): mean, std, 5th and 95th percentile
+    step_freq    steps per second, touchdowns of both feet together (`touchdowns`, the same for both): policies use
+                 the env's sole contacts; the kinematic clips call a foot down when its site is within CONTACT_TOL of
+                 its height at `home` (gives 2.5 / 3.33 / 3.70 steps/s on the shipped clips, the generator's 0.4 s
+                 step and its shorter steps at 0.4 and 0.5 m/s)
+    style        AMP style distance, pooled over commands: for each of the D = 41 features of
+                 `ppo_amp_mjx.amp_features` (what the discriminator sees), the 1-D Wasserstein-1 distance between the
+                 policy's and the reference's samples over the reference's std (at least STD_FLOOR: the clips keep the
+                 pelvis level and the waist still), averaged over features (0 = the same distributions; 1 ≈ shifted by
+                 one reference std); the 5 features that differ most are named
+    range_diff   per joint |(p95 − p5) of the policy − (p95 − p5) of the reference|, pooled; `mean` over joints (rad)
+
+With several policies the JSON also holds their pairwise style distances (scaled by the reference's std).
+Bad input (a missing or foreign checkpoint, a missing motion file, an unknown clip) stops with one `error: ...` line
+and exit code 2 before anything runs; the JSON and PNG are written at the end, atomically.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from scipy.stats import wasserstein_distance
+
+from ppo_amp_mjx import AMP_FEATURE_NAMES, amp_features
+from utils.checkpoint import CheckpointError, load_policy
+from utils.evaluate import rollout_mjx
+from utils.motions import MotionFileError, feet_kinematics, load_motions
+from utils.robot import FEET_SITES, JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+
+# shapes: n frames of one window (an episode or a clip after the skip), S pooled samples, D = 41 AMP features
+CONTACT_TOL = 0.003  # m: a reference foot whose site is this close to its `home` height is on the floor
+MIN_AIR = 2  # frames (0.04 s) in the air before a landing counts as a step: contact flicker is not a step
+# the smallest spread the style distance divides by, per feature of amp_features (names in AMP_FEATURE_NAMES): the
+# clips keep the pelvis level and the waist still, and over their std of ~0 any wobble would swamp the other features
+FEATURE_NAMES = AMP_FEATURE_NAMES  # (D,)
+STD_FLOOR = np.array([0.01]  # root height, m
+                     + [0.05] * 6  # rotation-matrix columns, 0.05 ≈ 3°
+                     + [0.02] * 3 + [0.2] * 3  # root linear (m/s) and angular (rad/s) velocity
+                     + [0.05] * 11 + [0.5] * 11  # joint angles (rad) and velocities (rad/s)
+                     + [0.01] * 6)  # feet relative to the pelvis, m  # fmt: skip
+
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def num(x) -> float | None:
+    """A JSON number: None where undefined."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measures: one code path for the reference and the policies
+# ---------------------------------------------------------------------------------------------------------------------
+def touchdowns(contact: np.ndarray, min_air: int = MIN_AIR) -> np.ndarray:
+    """Frames [k] (sorted, both feet) at which a foot lands after ≥ min_air frames in the air; contact [n, 2] bool.
+    A foot already in the air at frame 0 counts as airborne since frame 0."""
+    frames = []
+    for c in np.asarray(contact, bool).T:
+        land = np.nonzero(~c[:-1] & c[1:])[0] + 1
+        lift = np.nonzero(c[:-1] & ~c[1:])[0] + 1  # first frame in the air
+        airborne_since = np.concatenate([[0], lift])[np.searchsorted(lift, land)]  # the last lift before each landing
+        frames.append(land[land - airborne_since >= min_air])
+    return np.sort(np.concatenate(frames))
+
+
+def step_frequency(contacts: list[np.ndarray], dt: float) -> float:
+    """Steps per second over contact windows [[n, 2], ...] (one command). A window whose touchdowns span at least half
+    of it counts k − 1 steps over the first to last touchdown (exact for a periodic gait, whatever the phase at the
+    window's edges); any other window (a few steps, e.g. shuffling while standing) counts k over its whole length."""
+    steps, seconds = 0, 0.0
+    for contact in contacts:
+        t = touchdowns(contact)
+        if len(t) >= 2 and t[-1] - t[0] >= len(contact) / 2:
+            steps, seconds = steps + len(t) - 1, seconds + (t[-1] - t[0]) * dt
+        else:
+            steps, seconds = steps + len(t), seconds + len(contact) * dt
+    return steps / seconds if seconds > 0 else math.nan
+
+
+def joint_stats(q: np.ndarray) -> dict | None:
+    """Per joint of angles [n, 11]: mean, std, p5, p95 (rad); None without samples."""
+    if len(q) == 0:
+        return None
+    p5, p95 = np.percentile(q, [5, 95], axis=0)
+    return {j: dict(mean=num(q[:, i].mean()), std=num(q[:, i].std()), p5=num(p5[i]), p95=num(p95[i]))
+            for i, j in enumerate(JOINT_NAMES)}  # fmt: skip
+
+
+def style_distance(samples: np.ndarray, ref: np.ndarray, scale: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(mean over features, per feature [D]) of W1(samples[:, i], ref[:, i]) / max(std of ref[:, i], STD_FLOOR[i])
+    for features [S, D] and [S', D]; `scale` [D] replaces the std (to compare two policies on the reference's scale)."""
+    scale = np.maximum(ref.std(axis=0) if scale is None else scale, STD_FLOOR)
+    w = np.array([wasserstein_distance(samples[:, i], ref[:, i]) for i in range(ref.shape[1])]) / scale
+    return float(w.mean()), w
+
+
+def measure(windows: dict[str, list[dict]], dt: float) -> dict:
+    """Gait of one source from its windows (command -> [dict(qpos [n, 18], qvel [n, 17], feet [n, 2, 3],
+    contact [n, 2])]): joints (per command and overall), step_freq per command, and the pooled AMP features [S, D]."""
+    every = [w for ws in windows.values() for w in ws]
+    pooled = {k: np.concatenate([w[k] for w in every]) for k in ("qpos", "qvel", "feet")}
+    feats = amp_features(*(jnp.asarray(pooled[k], jnp.float32) for k in ("qpos", "qvel", "feet")))
+    joints = {name: joint_stats(np.concatenate([w["qpos"][:, 7:] for w in ws]) if ws else np.zeros((0, 11)))
+              for name, ws in windows.items()}  # fmt: skip
+    return dict(joints=joints | {"overall": joint_stats(pooled["qpos"][:, 7:])}, features=np.asarray(feats),
+                step_freq={name: num(step_frequency([w["contact"] for w in ws], dt)) for name, ws in windows.items()},
+                samples=pooled["qpos"][:, 7:])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the windows: reference clips (kinematics) and policy episodes (MJX)
+# ---------------------------------------------------------------------------------------------------------------------
+def home_feet_z(model: mujoco.MjModel) -> np.ndarray:
+    """(2,) height of the foot sites at the `home` keyframe, both soles flat on the floor."""
+    data = mujoco.MjData(model)
+    data.qpos[:] = model.key_qpos[model.keyframe("home").id]
+    mujoco.mj_kinematics(model, data)
+    return data.site_xpos[[model.site(s).id for s in FEET_SITES], 2].copy()
+
+
+def reference_windows(motions, names: list[str], skip: float, model: mujoco.MjModel) -> dict[str, list[dict]]:
+    """Each clip after its first `skip` seconds; contact from the foot-site height."""
+    floor, out = home_feet_z(model) + CONTACT_TOL, {}
+    for name in names:
+        sl = motions.clip(name)
+        qpos, qvel = motions.qpos[sl][round(skip * motions.fps) :], motions.qvel[sl][round(skip * motions.fps) :]
+        feet = feet_kinematics(model, qpos)[0]  # (n, 2, 3)
+        out[name] = [dict(qpos=qpos, qvel=qvel, feet=feet, contact=feet[..., 2] < floor)]
+    return out
+
+
+def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model) -> tuple[dict, dict]:
+    """Rollouts of each clip's command: (command -> [window per episode that is up after the skip], falls)."""
+    dt = policy.module.CTRL_DT
+    commands = np.repeat(np.array([motions.clip_commands[motions.clip_names.index(n)] for n in names]), episodes, 0)
+    roll = rollout_mjx(policy, commands.astype(np.float32), np.zeros((len(commands), 3)), round(seconds / dt), seed)
+    first = round(skip / dt)
+    out, falls = {n: [] for n in names}, {n: 0 for n in names}
+    for e, name in enumerate(np.repeat(names, episodes)):
+        falls[name] += int(roll["fell"][e])
+        keep = roll["valid"][e, first:]  # a prefix: the steps before a fall
+        if keep.sum() >= 2:
+            qpos = roll["qpos"][e, first:][keep]
+            out[name].append(dict(qpos=qpos, qvel=roll["qvel"][e, first:][keep], feet=feet_kinematics(model, qpos)[0],
+                                  contact=roll["contact"][e, first:][keep]))  # fmt: skip
+    return out, falls
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------------------------------
+def print_tables(report: dict, names: list[str]):
+    ref, pols = report["reference"], report["policies"]
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    header = f"{'steps/s':16s} {'reference':>10s} " + " ".join(f"{lab[:18]:>18s} {'falls':>5s}" for lab in pols)
+    print(header + "\n" + "-" * len(header))
+    for n in names:
+        cells = " ".join(f"{fmt(p['step_freq'][n]):>18s} {p['falls'][n]:>5d}" for p in pols.values())
+        print(f"{n:16s} {fmt(ref['step_freq'][n]):>10s} {cells}")
+    print(f"\n{'policy':20s} {'falls':>7s} {'style':>6s} {'|Δrange| rad':>13s}  most different features (W1 / std)")
+    for lab, p in pols.items():
+        top = ", ".join(f"{k} {v:.2f}" for k, v in p["style_top"].items())
+        falls = f"{p['falls']['overall']}/{p['episodes']}"
+        print(f"{lab[:20]:20s} {falls:>7s} {p['style_distance']:6.3f} {fmt(p['range_diff']['mean']):>13s}  {top}")
+
+
+def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], out: Path):
+    """Per joint the angle distributions pooled over commands (box: quartiles, whiskers: 5th-95th percentile,
+    reference grey, on top), and the step frequency per command."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(samples)  # "reference" first
+    colors = ["0.6"] + [plt.get_cmap("tab10")(i) for i in range(len(labels) - 1)]
+    fig = plt.figure(figsize=(16, 12), layout="constrained")
+    grid = fig.add_gridspec(4, 4, height_ratios=[1, 1, 1, 1.2])
+    for j, joint in enumerate(JOINT_NAMES):
+        ax = fig.add_subplot(grid[j // 4, j % 4])
+        data = [np.degrees(samples[lab][:, j]) for lab in labels]
+        box = ax.boxplot(data[::-1], orientation="horizontal", whis=(5, 95), showfliers=False, patch_artist=True,
+                         widths=0.6, medianprops=dict(color="k"))  # fmt: skip
+        for patch, c in zip(box["boxes"], colors[::-1]):
+            patch.set_facecolor(c)
+        ax.set_yticks([])
+        ax.set_title(joint, fontsize=10)
+        ax.set_xlabel("angle (deg)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    ax = fig.add_subplot(grid[2, 3])  # the 12th cell: legend and the style distances
+    ax.axis("off")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], fontsize=10, loc="upper left",
+              labels=[lab if lab == "reference" else f"{lab}: style {report['policies'][lab]['style_distance']:.2f}"
+                      for lab in labels])  # fmt: skip
+    note = "angles pooled over the commands:\nbox 25-75 %, whiskers 5-95 %, line median\n\nstyle: mean W1 / ref std"
+    ax.text(0, 0.05, note + " over\nthe 41 AMP features (0 = same)", fontsize=9, transform=ax.transAxes)
+    ax = fig.add_subplot(grid[3, :])
+    width = 0.8 / len(labels)
+    freqs = [report["reference"]["step_freq"]] + [report["policies"][lab]["step_freq"] for lab in labels[1:]]
+    for i, (lab, f, c) in enumerate(zip(labels, freqs, colors)):
+        ax.bar(np.arange(len(names)) + (i - (len(labels) - 1) / 2) * width, [f[n] or 0.0 for n in names], width,
+               color=c, label=lab)  # fmt: skip
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("steps / s (both feet)")
+    ax.set_title("step frequency per command")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.suptitle(f"Gaits vs the reference motions (after the first {report['settings']['skip']:g} s, before falls)")
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return tmp
+
+
+def write_atomic(tmp: Path, out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("policies", nargs="+", help="checkpoint files or run folders (their latest checkpoint)")
+    parser.add_argument("--labels", nargs="+", help="one per policy (default: the file or folder name)")
+    parser.add_argument("--motion-file", default=str(MOTIONS_DIR), help="reference clips: an .npz or a folder")
+    parser.add_argument("--clips", nargs="+", help="only these clips' commands (default: all)")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes per command")
+    parser.add_argument("--seconds", type=float, default=8.0, help="episode length (s)")
+    parser.add_argument("--skip", type=float, default=2.0, help="seconds dropped at the start of episodes and clips")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="docs/images/gait_compare.png", help="the figure (PNG)")
+    parser.add_argument("--json", help="all numbers as JSON")
+    args = parser.parse_args(argv)
+    labels = args.labels or [Path(p).stem for p in args.policies]
+    if len(labels) != len(args.policies) or len(set(labels)) != len(labels):
+        fail(f"--labels: need {len(args.policies)} distinct labels, got {labels}")
+    if args.episodes < 1 or not 0 <= args.skip < args.seconds:
+        fail("--episodes must be >= 1 and 0 <= --skip < --seconds")
+    try:
+        motions = load_motions(args.motion_file)
+        policies = [load_policy(p) for p in args.policies]
+    except (MotionFileError, CheckpointError) as e:
+        fail(str(e))
+    names = args.clips or list(motions.clip_names)
+    unknown = [n for n in names if n not in motions.clip_names]
+    if unknown:
+        fail(f"--clips: unknown {', '.join(unknown)} (clips: {', '.join(motions.clip_names)})")
+    if args.skip >= motions.clip_lengths.min() / motions.fps - 1.0:
+        fail(f"--skip {args.skip:g} s leaves less than 1 s of the shortest clip")
+
+    model, t0 = load_model(SCENE_FLAT), time.perf_counter()
+    print(f"reference: {len(names)} clips from {args.motion_file}", flush=True)
+    ref = measure(reference_windows(motions, names, args.skip, model), 1.0 / motions.fps)
+    report = dict(settings=dict(motion_file=str(args.motion_file), clips=names, episodes=args.episodes,
+                                seconds=args.seconds, skip=args.skip, seed=args.seed, contact_tol_m=CONTACT_TOL,
+                                min_air_frames=MIN_AIR, std_floor=dict(zip(FEATURE_NAMES, STD_FLOOR.tolist()))),
+                  feature_names=list(FEATURE_NAMES), reference=dict(step_freq=ref["step_freq"], joints=ref["joints"]),
+                  policies={})  # fmt: skip
+    measured = {}
+    for label, policy in zip(labels, policies):
+        print(f"{label}: {len(names)} commands × {args.episodes} episodes × {args.seconds:g} s", flush=True)
+        windows, falls = policy_windows(policy, motions, names, args.episodes, args.seconds, args.skip, args.seed,
+                                        model)  # fmt: skip
+        if not any(windows.values()):
+            fail(f"{label}: every episode fell within the first {args.skip:g} s: nothing to compare")
+        measured[label] = m = measure(windows, policy.module.CTRL_DT)
+        dist, per_feature = style_distance(m["features"], ref["features"])
+        top = np.argsort(per_feature)[::-1][:5]
+        spread = lambda stats, j: stats["overall"][j]["p95"] - stats["overall"][j]["p5"]  # noqa: E731
+        diff = {j: abs(spread(m["joints"], j) - spread(ref["joints"], j)) for j in JOINT_NAMES}
+        report["policies"][label] = dict(
+            checkpoint=str(policy.path), algo=policy.meta["algo"], global_step=int(policy.meta["global_step"]),
+            episodes=len(names) * args.episodes, falls=falls | {"overall": sum(falls.values())},
+            style_distance=dist, style_top={FEATURE_NAMES[i]: float(per_feature[i]) for i in top},
+            style_per_feature=dict(zip(FEATURE_NAMES, per_feature.tolist())),
+            step_freq=m["step_freq"], range_diff=diff | {"mean": float(np.mean(list(diff.values())))},
+            joints=m["joints"],
+        )  # fmt: skip
+    if len(labels) > 1:
+        scale = ref["features"].std(axis=0)
+        report["pairwise_style"] = {a: {b: style_distance(measured[a]["features"], measured[b]["features"], scale)[0]
+                                        for b in labels} for a in labels}  # fmt: skip
+    print(f"measured in {time.perf_counter() - t0:.0f} s\n")
+    print_tables(report, names)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    samples = {"reference": ref["samples"]} | {lab: m["samples"] for lab, m in measured.items()}
+    tmp_png = plot(report, samples, names, out)
+    if args.json:
+        tmp_json = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp_json.write_text(json.dumps(report, indent=2))
+        write_atomic(tmp_json, Path(args.json))
+    write_atomic(tmp_png, out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
