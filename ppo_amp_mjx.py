@@ -3,7 +3,7 @@
     python ppo_amp_mjx.py                     # the default job: 2048 envs, the shipped gait clips in assets/motions
     python ppo_amp_mjx.py --motion-file my_clips.npz --amp-weight 1.0
     python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
-    python ppo_amp_mjx.py --amp-weight 0      # ppo_mjx.py on the same seed (to float rounding)
+    python ppo_amp_mjx.py --amp-weight 0 --init-std 0.5   # ppo_mjx.py on the same seed (to float rounding)
 
 This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block ppo_mjx.py lacks
 starts with `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
@@ -122,7 +122,7 @@ class Args:
     """the maximum norm for gradient clipping"""
     target_kl: float | None = None
     """skip the remaining epochs of an iteration once the approximate KL exceeds this"""
-    init_std: float = 0.5
+    init_std: float = 0.2  # AMP: less exploration noise than ppo_mjx.py (0.5): the discriminator sees every jitter
     """initial std of the Gaussian policy (actions are in [-1, 1], times --action-scale rad)"""
     min_std: float = 0.05
     """floor of the policy's action standard deviation"""
@@ -138,7 +138,7 @@ class Args:
     """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
-    disc_learning_rate: float = 2e-5
+    disc_learning_rate: float = 1e-5
     """learning rate of the discriminator"""
     disc_grad_penalty: float = 10.0
     """weight of the gradient penalty on reference samples"""
@@ -152,6 +152,8 @@ class Args:
     """reference pairs (and as many policy pairs) per discriminator update"""
     disc_updates: int = 2
     """discriminator updates per iteration"""
+    reference_init: float = 0.5
+    """share of training episodes that start from a random reference frame instead of `home` (evaluation: none)"""
     feature_min_std: float = 5e-3
     """features whose std over the reference clips is below this are hidden from the discriminator (0: none)"""
 
@@ -204,6 +206,9 @@ def finalize_args(args: Args) -> Args:
         fail(f"--amp-weight and --task-weight must be >= 0, got {args.amp_weight} and {args.task_weight}")
     if min(args.disc_batch_size, args.disc_replay_size, args.disc_updates) <= 0 or args.disc_learning_rate <= 0:
         fail("--disc-batch-size, --disc-replay-size, --disc-updates and --disc-learning-rate must be positive")
+    if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
+        fail(f"--reference-init must be in [0, 1] and --feature-min-std >= 0, got {args.reference_init} and "
+             f"{args.feature_min_std}")  # fmt: skip
     try:
         motions = load_motions(motion_path(args.motion_file))
     except MotionFileError as e:
@@ -342,6 +347,13 @@ class WildRobotEnv:
         # AMP: the style reward takes over the gait-shaping terms unless --gait-shaping keeps them
         if args.amp_weight > 0 and not args.gait_shaping:
             self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS}
+        # AMP: the reference frames episodes may start from (frames, their clip's command)
+        self.reference_qpos = None
+        if args.amp_weight > 0 and args.reference_init > 0:
+            motions = load_motions(motion_path(args.motion_file))
+            self.reference_qpos, self.reference_qvel = jp.asarray(motions.qpos), jp.asarray(motions.qvel)
+            clip_of_frame = np.repeat(np.arange(len(motions.clip_names)), motions.clip_lengths)
+            self.reference_command = jp.asarray(motions.clip_commands[clip_of_frame], jp.float32)
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
@@ -411,9 +423,20 @@ class WildRobotEnv:
         qvel = jax.random.uniform(k_v, (self.mj_model.nv,), minval=-0.05, maxval=0.05)
         # no forward pass here: the first obs reads gravity/gyro of `home`, stale by the noise only (saves one
         # forward per env per step inside the auto-reset, where both branches are computed)
+        command = self.sample_command(k_cmd)
+        # AMP: reference state initialization: a share of episodes starts from a random reference frame (pelvis over
+        # the origin, the clip's command). Its first obs reads home's IMU sensors like every reset here (no forward
+        # pass): the clips' pelvis is level, so only the gyro's yaw rate on turning clips is one step stale
+        if self.reference_qpos is not None:
+            k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 2))  # PPO's splits stay as in ppo_mjx.py
+            frame = jax.random.randint(k_frame, (), 0, len(self.reference_qpos))
+            from_ref = jax.random.uniform(k_ref) < self.args.reference_init
+            qpos = jp.where(from_ref, self.reference_qpos[frame].at[:2].set(self.home_qpos[:2]), qpos)
+            qvel = jp.where(from_ref, self.reference_qvel[frame], qvel)
+            command = jp.where(from_ref, self.reference_command[frame], command)
         data = self.init_data.replace(qpos=qpos, qvel=qvel, ctrl=self.default_pose)
         info = EnvInfo(
-            rng=rng, command=self.sample_command(k_cmd), last_action=jp.zeros(11),
+            rng=rng, command=command, last_action=jp.zeros(11),
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
             push_countdown=jax.random.randint(k_push, (), 250, 500), episode_return=jp.float32(0.0),
@@ -1147,6 +1170,9 @@ def main(args: Args):
         print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
 
     eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
+    # AMP: evaluation episodes start at `home`, as in ppo_mjx.py
+    if env.reference_qpos is not None:
+        env = WildRobotEnv(replace(args, reference_init=0.0))
     rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
     eval_metrics = evaluate(rollout, params, obs_norm, eval_rng)
     logger.log(global_step, eval_metrics, csv_row=False)

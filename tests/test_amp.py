@@ -18,8 +18,12 @@ def load(path):
     return serialization.msgpack_restore(path.read_bytes())
 
 
-def test_reference_features_match_the_env_state_path():
-    env = amp.WildRobotEnv(amp.Args())
+@pytest.fixture(scope="module")
+def env():
+    return amp.WildRobotEnv(amp.Args())
+
+
+def test_reference_features_match_the_env_state_path(env):
     motions = load_motions(ROOT / "assets" / "motions")
     pairs = amp.reference_pairs(env, motions)  # loader path: MuJoCo FK on the clip frames
     clip = motions.clip("forward_0.3")
@@ -46,6 +50,24 @@ def test_reference_features_match_the_env_state_path():
     # with a style reward the gait-shaping task terms are off; the rest of the task is ppo_mjx.py's
     assert {k for k, v in env.reward_scales.items() if v != amp.REWARD_SCALES[k]} == set(amp.SHAPING_TERMS)
     assert all(env.reward_scales[k] == 0 for k in amp.SHAPING_TERMS)
+
+
+def test_reference_state_initialization(env):
+    motions = load_motions(ROOT / "assets" / "motions")
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 256))
+    qpos, command = np.asarray(states.data.qpos), np.asarray(states.info.command)
+    # a reference start is a whole clip frame (joints, height, orientation, velocities) over the origin, with its
+    # clip's command; the others start at home with ±0.05 rad of joint noise
+    dist = np.abs(qpos[:, None, 2:] - motions.qpos[None, :, 2:]).max(-1)  # (256, frames)
+    from_ref = dist.min(1) < 1e-5
+    assert 0.4 < from_ref.mean() < 0.6  # --reference-init 0.5
+    frame = dist.argmin(1)[from_ref]
+    clip = np.searchsorted(motions.clip_starts, frame, side="right") - 1
+    np.testing.assert_allclose(np.asarray(states.data.qvel)[from_ref], motions.qvel[frame], atol=1e-5)
+    np.testing.assert_allclose(command[from_ref], motions.clip_commands[clip], atol=1e-6)
+    np.testing.assert_allclose(qpos[:, :2], 0.0, atol=1e-6)
+    home = np.asarray(env.home_qpos)
+    assert np.abs(qpos[~from_ref, 7:] - home[7:]).max() <= 0.05 + 1e-6 and len(set(clip)) > 5
 
 
 def test_gait_shaping_flag_keeps_the_task_terms():
@@ -138,7 +160,9 @@ def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
 
 
 def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
-    proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--exp-name", "zero", cwd=tmp_path)
+    # ppo_mjx.py's initial action std (the AMP file starts quieter)
+    proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--init-std", "0.5", "--exp-name", "zero",
+                      cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ppo_dir, _ = ppo_verify_run
     amp_dir = next((tmp_path / "runs").iterdir())
@@ -186,7 +210,8 @@ def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, m
 
 def test_bad_flags_subprocess_one_line(tmp_path):
     for argv, message in [(["--amp-weight", "-1"], "error: --amp-weight and --task-weight must be >= 0"),
-                          (["--motion-file", "missing.npz"], "error: --motion-file missing.npz")]:  # fmt: skip
+                          (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
+                          (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]")]:  # fmt: skip
         proc = run_script("ppo_amp_mjx.py", *argv, cwd=tmp_path, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()

@@ -51,8 +51,9 @@ TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact"
 
 def eval_args(policy, seconds: float):
     """The checkpoint's env with everything random off; episodes longer than the horizon, so none is truncated."""
+    starts = {"reference_init": 0.0} if hasattr(policy.args, "reference_init") else {}  # AMP: every episode at home
     return policy.env_args(domain_randomization=False, push=False, obs_noise=False, action_latency=False,
-                           episode_seconds=seconds + 1.0)  # fmt: skip
+                           episode_seconds=seconds + 1.0, **starts)  # fmt: skip
 
 
 def push_schedule(steps: int, dt: float) -> tuple[int, int, int]:
