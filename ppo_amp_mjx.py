@@ -199,6 +199,8 @@ def finalize_args(args: Args) -> Args:
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
     if min(args.learning_rate, args.episode_seconds, args.min_std, args.init_std) <= 0:
         fail("--learning-rate, --episode-seconds, --min-std and --init-std must be positive")
+    if args.init_std < args.min_std:
+        fail(f"--init-std {args.init_std} is below --min-std {args.min_std} (the floor would pin the std there)")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
@@ -347,13 +349,6 @@ class WildRobotEnv:
         # AMP: the style reward takes over the gait-shaping terms unless --gait-shaping keeps them
         if args.amp_weight > 0 and not args.gait_shaping:
             self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS}
-        # AMP: the reference frames episodes may start from (frames, their clip's command)
-        self.reference_qpos = None
-        if args.amp_weight > 0 and args.reference_init > 0:
-            motions = load_motions(motion_path(args.motion_file))
-            self.reference_qpos, self.reference_qvel = jp.asarray(motions.qpos), jp.asarray(motions.qvel)
-            clip_of_frame = np.repeat(np.arange(len(motions.clip_names)), motions.clip_lengths)
-            self.reference_command = jp.asarray(motions.clip_commands[clip_of_frame], jp.float32)
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
@@ -378,6 +373,26 @@ class WildRobotEnv:
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
+        # AMP: reference state initialization: the clip frames episodes may start from (pelvis over home's xy), their
+        # clip's command, and their sites and sensors by one MuJoCo forward each, so that an episode's first obs and
+        # foot velocities are the frame's without a forward pass in reset
+        self.reference_qpos = None
+        if args.amp_weight > 0 and args.reference_init > 0:
+            motions = load_motions(motion_path(args.motion_file))
+            frames = np.concatenate([np.arange(s, s + n) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+            clips = np.repeat(np.arange(len(motions.clip_names)), motions.clip_lengths)  # clip of each of `frames`
+            qpos, qvel = motions.qpos[frames].copy(), motions.qvel[frames]
+            qpos[:, :2] = m.key_qpos[m.keyframe("home").id][:2]
+            d, kept = mujoco.MjData(m), {"site_xpos": [], "site_xmat": [], "sensordata": []}
+            for q, v in zip(qpos, qvel):
+                d.qpos[:], d.qvel[:], d.ctrl[:] = q, v, np.asarray(self.default_pose)
+                mujoco.mj_forward(m, d)
+                for k, rows in kept.items():
+                    rows.append(getattr(d, k).copy())
+            self.reference_qpos, self.reference_qvel = jp.asarray(qpos, jp.float32), jp.asarray(qvel, jp.float32)
+            self.reference_command = jp.asarray(motions.clip_commands[clips], jp.float32)
+            shape = lambda k: (len(frames), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
+            self.reference_data = {k: jp.asarray(np.array(v), jp.float32).reshape(shape(k)) for k, v in kept.items()}
 
     # --- randomization -------------------------------------------------------------------------------------------
     def sample_randomization(self, rng) -> Randomization:
@@ -424,17 +439,19 @@ class WildRobotEnv:
         # no forward pass here: the first obs reads gravity/gyro of `home`, stale by the noise only (saves one
         # forward per env per step inside the auto-reset, where both branches are computed)
         command = self.sample_command(k_cmd)
-        # AMP: reference state initialization: a share of episodes starts from a random reference frame (pelvis over
-        # the origin, the clip's command). Its first obs reads home's IMU sensors like every reset here (no forward
-        # pass): the clips' pelvis is level, so only the gyro's yaw rate on turning clips is one step stale
+        # AMP: reference state initialization: a share of episodes starts from a random reference frame
         if self.reference_qpos is not None:
-            k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 2))  # PPO's splits stay as in ppo_mjx.py
+            k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 0xA4))  # PPO's splits stay as in ppo_mjx.py
             frame = jax.random.randint(k_frame, (), 0, len(self.reference_qpos))
             from_ref = jax.random.uniform(k_ref) < self.args.reference_init
-            qpos = jp.where(from_ref, self.reference_qpos[frame].at[:2].set(self.home_qpos[:2]), qpos)
+            qpos = jp.where(from_ref, self.reference_qpos[frame], qpos)
             qvel = jp.where(from_ref, self.reference_qvel[frame], qvel)
             command = jp.where(from_ref, self.reference_command[frame], command)
         data = self.init_data.replace(qpos=qpos, qvel=qvel, ctrl=self.default_pose)
+        # AMP: ... with that frame's sites and sensors (the first obs and the first step's foot velocities read them)
+        if self.reference_qpos is not None:
+            data = data.replace(**{k: jp.where(from_ref, v[frame], getattr(data, k))
+                                   for k, v in self.reference_data.items()})  # fmt: skip
         info = EnvInfo(
             rng=rng, command=command, last_action=jp.zeros(11),
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
@@ -938,14 +955,18 @@ def make_train(args: Args, env: WildRobotEnv):
     feat_dim = ref_pairs.shape[-1] // 2
     # AMP: features the reference holds constant would only tell kinematics from physics (a generated clip never tilts
     # its pelvis or turns its waist, a simulated robot always does a little): the discriminator does not see them
-    varied = np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std  # (D,)
+    varied = (np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std) | (args.feature_min_std == 0)  # (D,)
+    if not varied.any():
+        fail(f"--motion-file {args.motion_file}: no feature varies by more than --feature-min-std "
+             f"{args.feature_min_std:g} over the clips; the discriminator would see nothing")  # fmt: skip
     seen = np.tile(varied, 2)  # both halves of a pair
     disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen]  # noqa: E731
     disc = Discriminator()
     disc_apply = lambda p, x: disc.apply({"params": p}, x)  # noqa: E731
     disc_optimizer = optax.adam(args.disc_learning_rate)
     print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} (s, s') pairs, {feat_dim} features each; "
-          f"constant in the reference, not seen by the discriminator: {', '.join(np.array(AMP_FEATURE_NAMES)[~varied])}")
+          f"constant in the reference, not seen by the discriminator: "
+          f"{', '.join(np.array(AMP_FEATURE_NAMES)[~varied]) or 'none'}")
 
     def init(rng) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)

@@ -155,6 +155,8 @@ def finalize_args(args: Args) -> Args:
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
     if min(args.learning_rate, args.episode_seconds, args.min_std, args.init_std) <= 0:
         fail("--learning-rate, --episode-seconds, --min-std and --init-std must be positive")
+    if args.init_std < args.min_std:
+        fail(f"--init-std {args.init_std} is below --min-std {args.min_std} (the floor would pin the std there)")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
     iterations = args.num_iterations or args.total_timesteps // batch

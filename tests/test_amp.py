@@ -55,19 +55,31 @@ def test_reference_features_match_the_env_state_path(env):
 def test_reference_state_initialization(env):
     motions = load_motions(ROOT / "assets" / "motions")
     states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 256))
-    qpos, command = np.asarray(states.data.qpos), np.asarray(states.info.command)
-    # a reference start is a whole clip frame (joints, height, orientation, velocities) over the origin, with its
-    # clip's command; the others start at home with ±0.05 rad of joint noise
-    dist = np.abs(qpos[:, None, 2:] - motions.qpos[None, :, 2:]).max(-1)  # (256, frames)
-    from_ref = dist.min(1) < 1e-5
+    qpos, qvel, command = (np.asarray(x) for x in (states.data.qpos, states.data.qvel, states.info.command))
+    # a reference start is a whole clip frame (joints, height, orientation, velocities) over the origin, with the
+    # command of a clip holding that frame (the clips' standing starts are the same frames); the others start at home
+    # with ±0.05 rad of joint noise
+    ref = np.concatenate([motions.qpos[:, 2:], motions.qvel], -1)  # (frames, 33)
+    match = np.abs(np.concatenate([qpos[:, 2:], qvel], -1)[:, None] - ref[None]).max(-1) < 1e-5  # (256, frames)
+    from_ref = match.any(1)
     assert 0.4 < from_ref.mean() < 0.6  # --reference-init 0.5
-    frame = dist.argmin(1)[from_ref]
-    clip = np.searchsorted(motions.clip_starts, frame, side="right") - 1
-    np.testing.assert_allclose(np.asarray(states.data.qvel)[from_ref], motions.qvel[frame], atol=1e-5)
-    np.testing.assert_allclose(command[from_ref], motions.clip_commands[clip], atol=1e-6)
+    clip_of_frame = np.repeat(np.arange(len(motions.clip_names)), motions.clip_lengths)
+    for e in np.flatnonzero(from_ref):
+        clips = motions.clip_commands[clip_of_frame[match[e]]]
+        assert np.abs(clips - command[e]).max(-1).min() < 1e-6, e
+    assert len({tuple(c) for c in command[from_ref]}) > 5
     np.testing.assert_allclose(qpos[:, :2], 0.0, atol=1e-6)
     home = np.asarray(env.home_qpos)
-    assert np.abs(qpos[~from_ref, 7:] - home[7:]).max() <= 0.05 + 1e-6 and len(set(clip)) > 5
+    assert np.abs(qpos[~from_ref, 7:] - home[7:]).max() <= 0.05 + 1e-6
+    # no forward pass in reset: a reference start carries its frame's sites and sensors (the first obs and the first
+    # step's foot velocities read them), equal to a forward pass of that state
+    some = np.flatnonzero(from_ref)[:8]
+    data = jax.tree.map(lambda x: x[some], states.data)
+    fresh = jax.jit(jax.vmap(lambda d: amp.mjx.forward(env.model, d)))(data)
+    for field in ("site_xpos", "site_xmat"):
+        np.testing.assert_allclose(getattr(data, field), getattr(fresh, field), atol=2e-4, err_msg=field)
+    for adr in (env.gyro_adr, env.linvel_adr):  # the sensors the env reads (the accelerometer depends on the solver)
+        np.testing.assert_allclose(data.sensordata[:, adr : adr + 3], fresh.sensordata[:, adr : adr + 3], atol=2e-4)
 
 
 def test_gait_shaping_flag_keeps_the_task_terms():
@@ -209,7 +221,16 @@ def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, m
 
 
 def test_bad_flags_subprocess_one_line(tmp_path):
-    for argv, message in [(["--amp-weight", "-1"], "error: --amp-weight and --task-weight must be >= 0"),
+    src = dict(np.load(ROOT / "assets" / "motions" / "wildrobot_walk.npz", allow_pickle=False))
+    n = int(src["clip_lengths"][0])  # the "stand" clip alone: nothing moves, every feature is constant
+    assert src["clip_names"][0] == "stand"
+    np.savez(tmp_path / "still.npz", **{**src, "qpos": src["qpos"][:n], "qvel": src["qvel"][:n],
+                                         "clip_names": src["clip_names"][:1], "clip_starts": src["clip_starts"][:1],
+                                         "clip_lengths": src["clip_lengths"][:1],
+                                         "clip_commands": src["clip_commands"][:1]})  # fmt: skip
+    for argv, message in [(["--verify", "--motion-file", "still.npz"], "no feature varies by more than"),
+                          (["--init-std", "0.01"], "error: --init-std 0.01 is below --min-std 0.05"),
+                          (["--amp-weight", "-1"], "error: --amp-weight and --task-weight must be >= 0"),
                           (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
                           (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]")]:  # fmt: skip
         proc = run_script("ppo_amp_mjx.py", *argv, cwd=tmp_path, timeout=120)

@@ -1,7 +1,7 @@
 """Compare policies' gaits with the reference motions (and with each other): joint angles, step frequency, AMP style.
 
-    python -m utils.compare_gaits assets/policies/ppo_walk_h100.msgpack --out docs/images/gait_compare_ppo.png \
-        --json docs/gait_compare_ppo.json
+    python -m utils.compare_gaits assets/policies/ppo_walk_h100.msgpack assets/policies/amp_cpu_2m.msgpack \
+        --labels ppo amp --out gaits.png --json gaits.json
     python -m utils.compare_gaits runs/<ppo> runs/<amp> --labels ppo amp --clips stand forward_0.3 --episodes 1
 
 Each reference clip's command is rolled out in MJX (`utils.evaluate.rollout_mjx`: deterministic policy, the command
@@ -10,12 +10,12 @@ every episode and of every reference clip (the start from standing) are dropped,
 Per command and pooled over all commands, for the reference and each policy:
 
     joints       per joint angle (rad): mean, std, 5th and 95th percentile
-    step_freq    steps per second, touchdowns of both feet together (`touchdowns`, the same for both): policies use
-                 the env's sole contacts; the kinematic clips call a foot down when its site is within CONTACT_TOL of
-                 its height at `home` (gives 2.5 / 3.33 / 3.70 steps/s on the shipped clips, the generator's 0.4 s
-                 step and its shorter steps at 0.4 and 0.5 m/s)
+    step_freq    steps per second, touchdowns of both feet together (`touchdowns`), the same rule for the clips
+                 and the rollouts: a foot is down when its site is within CONTACT_TOL of its height at `home` (gives
+                 2.5 / 3.33 / 3.70 steps/s on the shipped clips, the generator's 0.4 s step and its shorter steps at
+                 0.4 and 0.5 m/s)
     style        AMP style distance, pooled over commands: for each of the D = 41 features of
-                 `ppo_amp_mjx.amp_features` (what the discriminator sees), the 1-D Wasserstein-1 distance between the
+                 `ppo_amp_mjx.amp_features` (what the discriminator is built on), the 1-D Wasserstein-1 distance between the
                  policy's and the reference's samples over the reference's std (at least STD_FLOOR: the clips keep the
                  pelvis level and the waist still), averaged over features (0 = the same distributions; 1 ≈ shifted by
                  one reference std); the 5 features that differ most are named
@@ -140,13 +140,19 @@ def home_feet_z(model: mujoco.MjModel) -> np.ndarray:
 
 def reference_windows(motions, names: list[str], skip: float, model: mujoco.MjModel) -> dict[str, list[dict]]:
     """Each clip after its first `skip` seconds; contact from the foot-site height."""
-    floor, out = home_feet_z(model) + CONTACT_TOL, {}
+    out = {}
     for name in names:
         sl = motions.clip(name)
         qpos, qvel = motions.qpos[sl][round(skip * motions.fps) :], motions.qvel[sl][round(skip * motions.fps) :]
-        feet = feet_kinematics(model, qpos)[0]  # (n, 2, 3)
-        out[name] = [dict(qpos=qpos, qvel=qvel, feet=feet, contact=feet[..., 2] < floor)]
+        out[name] = [window(model, qpos, qvel)]
     return out
+
+
+def window(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray) -> dict:
+    """One window's states, feet (n, 2, 3) and contact (n, 2): a foot whose site is within CONTACT_TOL of its height
+    at `home` is down. The same rule for the reference clips and the policies' rollouts."""
+    feet = feet_kinematics(model, qpos)[0]
+    return dict(qpos=qpos, qvel=qvel, feet=feet, contact=feet[..., 2] < home_feet_z(model) + CONTACT_TOL)
 
 
 def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model) -> tuple[dict, dict]:
@@ -160,9 +166,7 @@ def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model)
         falls[name] += int(roll["fell"][e])
         keep = roll["valid"][e, first:]  # a prefix: the steps before a fall
         if keep.sum() >= 2:
-            qpos = roll["qpos"][e, first:][keep]
-            out[name].append(dict(qpos=qpos, qvel=roll["qvel"][e, first:][keep], feet=feet_kinematics(model, qpos)[0],
-                                  contact=roll["contact"][e, first:][keep]))  # fmt: skip
+            out[name].append(window(model, roll["qpos"][e, first:][keep], roll["qvel"][e, first:][keep]))
     return out, falls
 
 
@@ -209,11 +213,9 @@ def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], out: Pa
         ax.grid(axis="x", alpha=0.3)
     ax = fig.add_subplot(grid[2, 3])  # the 12th cell: legend and the style distances
     ax.axis("off")
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], fontsize=10, loc="upper left",
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors], fontsize=10, loc="center left",
               labels=[lab if lab == "reference" else f"{lab}: style {report['policies'][lab]['style_distance']:.2f}"
                       for lab in labels])  # fmt: skip
-    note = "angles pooled over the commands:\nbox 25-75 %, whiskers 5-95 %, line median\n\nstyle: mean W1 / ref std"
-    ax.text(0, 0.05, note + " over\nthe 41 AMP features (0 = same)", fontsize=9, transform=ax.transAxes)
     ax = fig.add_subplot(grid[3, :])
     width = 0.8 / len(labels)
     freqs = [report["reference"]["step_freq"]] + [report["policies"][lab]["step_freq"] for lab in labels[1:]]
@@ -224,8 +226,11 @@ def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], out: Pa
     ax.set_ylabel("steps / s (both feet)")
     ax.set_title("step frequency per command")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9)
-    fig.suptitle(f"Gaits vs the reference motions (after the first {report['settings']['skip']:g} s, before falls)")
+    ax.set_ylim(0, 1.3 * max(max((v or 0.0) for v in f.values()) for f in freqs) + 0.1)  # room for the legend
+    ax.legend(fontsize=9, ncol=len(labels), loc="upper center")
+    fig.suptitle(f"Gaits vs the reference motions (after the first {report['settings']['skip']:g} s, before falls)\n"
+                 "joint angles pooled over the commands: box 25-75 %, whiskers 5-95 %, line median; "
+                 "style: mean W1 / reference std over the 41 AMP features (0 = same)", fontsize=11)  # fmt: skip
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
