@@ -376,7 +376,7 @@ class WildRobotEnv:
         # AMP: reference state initialization: the clip frames episodes may start from (pelvis over home's xy), their
         # clip's command, and their sites and sensors by one MuJoCo forward each, so that an episode's first obs and
         # foot velocities are the frame's without a forward pass in reset
-        self.reference_qpos = None
+        self.reference_data = None
         if args.amp_weight > 0 and args.reference_init > 0:
             motions = load_motions(motion_path(args.motion_file))
             frames = np.concatenate([np.arange(s, s + n) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
@@ -389,10 +389,10 @@ class WildRobotEnv:
                 mujoco.mj_forward(m, d)
                 for k, rows in kept.items():
                     rows.append(getattr(d, k).copy())
-            self.reference_qpos, self.reference_qvel = jp.asarray(qpos, jp.float32), jp.asarray(qvel, jp.float32)
             self.reference_command = jp.asarray(motions.clip_commands[clips], jp.float32)
             shape = lambda k: (len(frames), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
-            self.reference_data = {k: jp.asarray(np.array(v), jp.float32).reshape(shape(k)) for k, v in kept.items()}
+            self.reference_data = {k: jp.asarray(np.array(v), jp.float32).reshape(shape(k))
+                                   for k, v in (kept | {"qpos": qpos, "qvel": qvel}).items()}  # fmt: skip
 
     # --- randomization -------------------------------------------------------------------------------------------
     def sample_randomization(self, rng) -> Randomization:
@@ -438,27 +438,23 @@ class WildRobotEnv:
         qvel = jax.random.uniform(k_v, (self.mj_model.nv,), minval=-0.05, maxval=0.05)
         # no forward pass here: the first obs reads gravity/gyro of `home`, stale by the noise only (saves one
         # forward per env per step inside the auto-reset, where both branches are computed)
-        command = self.sample_command(k_cmd)
-        # AMP: reference state initialization: a share of episodes starts from a random reference frame
-        if self.reference_qpos is not None:
-            k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 0xA4))  # PPO's splits stay as in ppo_mjx.py
-            frame = jax.random.randint(k_frame, (), 0, len(self.reference_qpos))
-            from_ref = jax.random.uniform(k_ref) < self.args.reference_init
-            qpos = jp.where(from_ref, self.reference_qpos[frame], qpos)
-            qvel = jp.where(from_ref, self.reference_qvel[frame], qvel)
-            command = jp.where(from_ref, self.reference_command[frame], command)
         data = self.init_data.replace(qpos=qpos, qvel=qvel, ctrl=self.default_pose)
-        # AMP: ... with that frame's sites and sensors (the first obs and the first step's foot velocities read them)
-        if self.reference_qpos is not None:
-            data = data.replace(**{k: jp.where(from_ref, v[frame], getattr(data, k))
-                                   for k, v in self.reference_data.items()})  # fmt: skip
         info = EnvInfo(
-            rng=rng, command=command, last_action=jp.zeros(11),
+            rng=rng, command=self.sample_command(k_cmd), last_action=jp.zeros(11),
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
             push_countdown=jax.random.randint(k_push, (), 250, 500), episode_return=jp.float32(0.0),
             rand=self.sample_randomization(k_rand),
         )  # fmt: skip
+        # AMP: reference state initialization: a share of episodes starts from a random reference frame, with its
+        # clip's command and its sites and sensors (the first obs and the first step's foot velocities read them)
+        if self.reference_data is not None:
+            k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 0xA4))  # PPO's splits stay as in ppo_mjx.py
+            frame = jax.random.randint(k_frame, (), 0, len(self.reference_command))
+            from_ref = jax.random.uniform(k_ref) < self.args.reference_init
+            data = data.replace(**{k: jp.where(from_ref, v[frame], getattr(data, k))
+                                   for k, v in self.reference_data.items()})  # fmt: skip
+            info = info.replace(command=jp.where(from_ref, self.reference_command[frame], info.command))
         obs, critic_obs = self.observe(data, info, jp.ones(2, bool), jax.random.fold_in(rng, 1))
         zero = jp.float32(0.0)
         metrics = {f"reward/{k}": zero for k in REWARD_SCALES} | dict(nan_reset=zero, episode_return=zero,
@@ -1192,7 +1188,7 @@ def main(args: Args):
 
     eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
     # AMP: evaluation episodes start at `home`, as in ppo_mjx.py
-    if env.reference_qpos is not None:
+    if env.reference_data is not None:
         env = WildRobotEnv(replace(args, reference_init=0.0))
     rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
     eval_metrics = evaluate(rollout, params, obs_norm, eval_rng)

@@ -353,10 +353,9 @@ class WildRobotEnv:
         qvel = jax.random.uniform(k_v, (self.mj_model.nv,), minval=-0.05, maxval=0.05)
         # no forward pass here: the first obs reads gravity/gyro of `home`, stale by the noise only (saves one
         # forward per env per step inside the auto-reset, where both branches are computed)
-        command = self.sample_command(k_cmd)
         data = self.init_data.replace(qpos=qpos, qvel=qvel, ctrl=self.default_pose)
         info = EnvInfo(
-            rng=rng, command=command, last_action=jp.zeros(11),
+            rng=rng, command=self.sample_command(k_cmd), last_action=jp.zeros(11),
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
             push_countdown=jax.random.randint(k_push, (), 250, 500), episode_return=jp.float32(0.0),
