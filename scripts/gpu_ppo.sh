@@ -4,7 +4,7 @@
 #   1. install the carried wheels (mujoco, mujoco-mjx, tyro, tensorboardX, ...) next to the machine's CUDA JAX
 #   2. the raw MJX physics ceiling at the training batch size
 #   3. PPO at that batch size, for at most TRAIN_SECONDS (checkpoints every 10 iterations survive a timeout)
-#   4. copy back the log, metrics.csv, args.yaml and the last checkpoint without its env state (policy + meta)
+#   4. copy back the log, metrics.csv, args.yaml and the kept checkpoints without their env state (policy + meta)
 # The wheels (Python 3.12, x86-64), made here once:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux2014_x86_64 -d .whl \
@@ -30,9 +30,9 @@ import sys
 from pathlib import Path
 from flax import serialization
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
-last = sorted((run / "checkpoints").glob("ckpt_*.msgpack"))[-1]
-payload = serialization.msgpack_restore(last.read_bytes())
-payload.pop("leaves")  # the env state of thousands of envs: only needed to resume, too big to bring back
-(out / f"{run.name.split('__')[0]}_policy_{last.stem}.msgpack").write_bytes(serialization.msgpack_serialize(payload))
-print("policy from", last)
+for ckpt in sorted((run / "checkpoints").glob("ckpt_*.msgpack")):  # the latest three: style over training for AMP
+    payload = serialization.msgpack_restore(ckpt.read_bytes())
+    payload.pop("leaves")  # the env state of thousands of envs: only needed to resume, too big to bring back
+    (out / f"{run.name.split('__')[0]}_policy_{ckpt.stem}.msgpack").write_bytes(serialization.msgpack_serialize(payload))
+    print("policy from", ckpt)
 PY
