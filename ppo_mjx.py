@@ -735,7 +735,7 @@ class Logger:
 # main: build state, one jitted train_iteration, a host loop that logs
 # ---------------------------------------------------------------------------------------------------------------------
 def make_train(args: Args, env: WildRobotEnv):
-    """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, optimizer)."""
+    """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, lr)."""
     actor, critic = Actor(env.ACTION_SIZE, args.min_std, args.init_std), Critic()
     num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
     lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
