@@ -29,7 +29,6 @@ and exit code 2 before anything runs; the JSON and PNG are written at the end, a
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from ppo_amp_mjx import AMP_FEATURE_NAMES, amp_features
+from utils.benchmark import write_atomic
 from utils.checkpoint import CheckpointError, load_policy
 from utils.evaluate import rollout_mjx
 from utils.motions import MotionFileError, feet_kinematics, load_motions
@@ -188,9 +188,9 @@ def print_tables(report: dict, names: list[str]):
         print(f"{lab[:20]:20s} {falls:>7s} {p['style_distance']:6.3f} {fmt(p['range_diff']['mean']):>13s}  {top}")
 
 
-def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], out: Path):
+def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], path: Path):
     """Per joint the angle distributions pooled over commands (box: quartiles, whiskers: 5th-95th percentile,
-    reference grey, on top), and the step frequency per command."""
+    reference grey, on top), and the step frequency per command; saved as a PNG to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,16 +231,8 @@ def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], out: Pa
     fig.suptitle(f"Gaits vs the reference motions (after the first {report['settings']['skip']:g} s, before falls)\n"
                  "joint angles pooled over the commands: box 25-75 %, whiskers 5-95 %, line median; "
                  "style: mean W1 / reference std over the 41 AMP features (0 = same)", fontsize=11)  # fmt: skip
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
-    return tmp
-
-
-def write_atomic(tmp: Path, out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
-    print(f"wrote {out}")
 
 
 def main(argv=None) -> dict:
@@ -308,16 +300,14 @@ def main(argv=None) -> dict:
     print(f"measured in {time.perf_counter() - t0:.0f} s\n")
     print_tables(report, names)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     samples = {"reference": ref["samples"]} | {lab: m["samples"] for lab, m in measured.items()}
-    tmp_png = plot(report, samples, names, out)
+    outputs = {Path(args.out): lambda p: plot(report, samples, names, p)}  # the figure first: it is what can fail
     if args.json:
-        tmp_json = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp_json.write_text(json.dumps(report, indent=2))
-        write_atomic(tmp_json, Path(args.json))
-    write_atomic(tmp_png, out)
+        outputs[Path(args.json)] = lambda p: p.write_text(json.dumps(report, indent=2))
+    for path, write in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, write)
+        print(f"wrote {path}")
     return report
 
 
