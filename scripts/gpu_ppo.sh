@@ -2,7 +2,7 @@
 # The GPU measurement behind docs/benchmarks.md, run as ONE call on a lent H100 (the device tool runs it from the
 # repo root with the carried wheels in .whl/ and an empty $OUT folder). Steps:
 #   1. install the carried wheels (mujoco, mujoco-mjx, tyro, tensorboardX, ...) next to the machine's CUDA JAX
-#   2. the raw MJX physics ceiling at the training batch size
+#   2. the raw MJX physics ceiling at the training batch size (SKIP_PHYSICS=1 skips it: 35 s of a 15-minute lease)
 #   3. PPO at that batch size, for at most TRAIN_SECONDS (checkpoints every 10 iterations survive a timeout)
 #   4. copy back the log, metrics.csv, args.yaml and the kept checkpoints without their env state (policy + meta)
 # The wheels (Python 3.12, x86-64), made here once:
@@ -11,6 +11,8 @@
 #     mujoco==4.0.0 mujoco-core==4.0.0 mujoco-mjx==3.17.0 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1 \
 #     tensorboardX==2.6.5 trimesh==5.2.0 glfw==2.11.0 pyopengl==3.1.10
 # Usage there: NUM_ENVS=8192 TRAIN_SECONDS=430 TOTAL=100000000 CKPT=50 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
+# The two AMP runs in docs/amp.md (checkpoints at 1/3, 2/3 and the end of 100M steps; 6 min each):
+#   SKIP_PHYSICS=1 NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=205 bash scripts/gpu_ppo.sh ppo_amp_mjx.py --num-minibatches 16 [--disc-updates 8]
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true
 NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
@@ -19,11 +21,13 @@ NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-
 export PYTHONUNBUFFERED=1; unset MUJOCO_GL  # no EGL libraries there: mujoco must not try to load them on import
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/device.txt
 python3 -c "import jax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)" | tee -a $OUT/device.txt
-timeout 90 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp | tee $OUT/physics.log
+[ -n "$SKIP_PHYSICS" ] || timeout 90 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp \
+  | tee -a $OUT/device.txt  # one file with the device lines: at most 8 files come back, 3 of them policies
 NAME=gpu_${SCRIPT%.py}
 timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval $CKPT \
   --exp-name $NAME "$@" 2>&1 | grep -v -E "warp|it/s\]$" | tee $OUT/train.log
-RUN=$(ls -d runs/${NAME}__* | tail -1)
+# the folder this run printed (not `ls runs/`: a warm machine keeps the last call's runs, and --exp-name may be overridden)
+RUN=$(grep -a -m1 -o 'run folder: [^ ]*' $OUT/train.log | cut -d' ' -f3); [ -d "$RUN" ] || { echo 'no run folder in train.log'; exit 1; }
 cp $RUN/metrics.csv $RUN/args.yaml $OUT/ ; cp $RUN/eval.json $OUT/ 2>/dev/null
 python3 - "$RUN" "$OUT" <<'PY'
 import sys
