@@ -48,6 +48,14 @@ def test_feature_names_follow_amp_features():
         assert f[name] == pytest.approx(value, abs=1e-5), name
 
 
+def test_policy_colours_are_distinct_and_never_the_reference_grey():
+    """Eight policies once got tab10's grey, the reference's colour in the plot; 18 are told apart before repeating."""
+    colours = cg.policy_colors(18)
+    assert len(set(colours)) == 18
+    assert not any(r == g == b for r, g, b in colours)
+    assert cg.policy_colors(19)[18] == colours[0]
+
+
 def test_touchdown_counter_on_a_synthetic_gait():
     """Left foot 0.4 s down / 0.4 s up, right foot in antiphase: 2.5 steps/s at 50 Hz, whatever the window's phase;
     a 1-frame lift in stance is flicker, not a step."""

@@ -188,6 +188,15 @@ def print_tables(report: dict, names: list[str]):
         print(f"{lab[:20]:20s} {falls:>7s} {p['style_distance']:6.3f} {fmt(p['range_diff']['mean']):>13s}  {top}")
 
 
+def policy_colors(n: int) -> list[tuple]:
+    """n colours for the policies: tab10 without its grey (the reference's), then tab20's lighter shades."""
+    from matplotlib import colormaps
+
+    tab10, tab20 = colormaps["tab10"].colors, colormaps["tab20"].colors
+    palette = [c for i, c in enumerate(tab10) if i != 7] + [c for i, c in enumerate(tab20) if i % 2 and i != 15]
+    return [palette[i % len(palette)] for i in range(n)]
+
+
 def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], path: Path):
     """Per joint the angle distributions pooled over commands (box: quartiles, whiskers: 5th-95th percentile,
     reference grey, on top), and the step frequency per command; saved as a PNG to `path`."""
@@ -197,7 +206,7 @@ def plot(report: dict, samples: dict[str, np.ndarray], names: list[str], path: P
     import matplotlib.pyplot as plt
 
     labels = list(samples)  # "reference" first
-    colors = ["0.6"] + [plt.get_cmap("tab10")(i) for i in range(len(labels) - 1)]
+    colors = ["0.6"] + policy_colors(len(labels) - 1)
     fig = plt.figure(figsize=(16, 12), layout="constrained")
     grid = fig.add_gridspec(4, 4, height_ratios=[1, 1, 1, 1.2])
     for j, joint in enumerate(JOINT_NAMES):
