@@ -136,6 +136,9 @@ class Args:
     """weight of the task reward"""
     gait_shaping: bool = False
     """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
+    waist_weight: float = 1.0
+    """waist yaw's weight in the `pose` term (ppo_mjx.py: 1.0): clips that hold the waist still hide it from the
+    discriminator (--feature-min-std), so only this term holds it"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 1e-5
@@ -204,8 +207,9 @@ def finalize_args(args: Args) -> Args:
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
-    if min(args.amp_weight, args.task_weight) < 0:
-        fail(f"--amp-weight and --task-weight must be >= 0, got {args.amp_weight} and {args.task_weight}")
+    if min(args.amp_weight, args.task_weight, args.waist_weight) < 0:
+        fail(f"--amp-weight, --task-weight and --waist-weight must be >= 0, got {args.amp_weight}, {args.task_weight} "
+             f"and {args.waist_weight}")  # fmt: skip
     if min(args.disc_batch_size, args.disc_replay_size, args.disc_updates) <= 0 or args.disc_learning_rate <= 0:
         fail("--disc-batch-size, --disc-replay-size, --disc-updates and --disc-learning-rate must be positive")
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
@@ -370,6 +374,8 @@ class WildRobotEnv:
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
+        # AMP: the waist's weight is a flag: the discriminator does not see a waist the clips hold still
+        self.pose_weights = self.pose_weights.at[JOINT_NAMES.index("waist_yaw")].set(args.waist_weight)
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU

@@ -87,6 +87,19 @@ def test_gait_shaping_flag_keeps_the_task_terms():
         assert amp.WildRobotEnv(args).reward_scales == amp.REWARD_SCALES
 
 
+def test_waist_weight_scales_the_waist_in_the_pose_term(env):
+    """Only the waist's weight changes, and the pose term of a waist-only deviation scales with it."""
+    heavy = amp.WildRobotEnv(amp.Args(waist_weight=20.0))
+    waist = amp.JOINT_NAMES.index("waist_yaw")
+    np.testing.assert_array_equal(np.delete(heavy.pose_weights, waist), np.delete(env.pose_weights, waist))
+    assert env.pose_weights[waist] == 1.0 and heavy.pose_weights[waist] == 20.0
+    data = env.init_data.replace(qpos=env.init_data.qpos.at[7 + waist].add(0.2))  # the waist turned by 0.2 rad
+    info = env.reset(jax.random.PRNGKey(0)).info
+    terms = [e.reward_terms(data, info, jp.zeros(11), jp.ones(2, bool), jp.zeros(2, bool), jp.zeros(2), jp.zeros((2, 3)),
+                            jp.float32(0.0), jp.bool_(False))["pose"] for e in (env, heavy)]  # fmt: skip
+    assert float(terms[0]) == pytest.approx(0.04, rel=1e-4) and float(terms[1]) == pytest.approx(0.8, rel=1e-4)
+
+
 def test_amp_features_heading_invariant():
     motions = load_motions(ROOT / "assets" / "motions")
     q, v = motions.qpos[100:110].copy(), motions.qvel[100:110].copy()
@@ -230,7 +243,8 @@ def test_bad_flags_subprocess_one_line(tmp_path):
                                          "clip_commands": src["clip_commands"][:1]})  # fmt: skip
     for argv, message in [(["--verify", "--motion-file", "still.npz"], "no feature varies by more than"),
                           (["--init-std", "0.01"], "error: --init-std 0.01 is below --min-std 0.05"),
-                          (["--amp-weight", "-1"], "error: --amp-weight and --task-weight must be >= 0"),
+                          (["--amp-weight", "-1"], "error: --amp-weight, --task-weight and --waist-weight must be >= 0"),
+                          (["--waist-weight", "-2"], "got 5.0, 1.0 and -2.0"),
                           (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
                           (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]")]:  # fmt: skip
         proc = run_script("ppo_amp_mjx.py", *argv, cwd=tmp_path, timeout=120)
