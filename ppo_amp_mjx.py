@@ -136,9 +136,9 @@ class Args:
     """weight of the task reward"""
     gait_shaping: bool = False
     """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
-    waist_weight: float = 1.0
-    """waist yaw's weight in the `pose` term (ppo_mjx.py: 1.0): clips that hold the waist still hide it from the
-    discriminator (--feature-min-std), so only this term holds it"""
+    waist_weight: float = 20.0
+    """waist yaw's weight in the `pose` term with a style reward (ppo_mjx.py: 1.0): clips that hold the waist still
+    hide it from the discriminator (--feature-min-std), so only this term holds it; 1 for clips that move it"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 1e-5
@@ -374,8 +374,9 @@ class WildRobotEnv:
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
-        # AMP: the waist's weight is a flag: the discriminator does not see a waist the clips hold still
-        self.pose_weights = self.pose_weights.at[JOINT_NAMES.index("waist_yaw")].set(args.waist_weight)
+        # AMP: the discriminator does not see a waist the clips hold still: a heavier pose weight holds it instead
+        if args.amp_weight > 0:
+            self.pose_weights = self.pose_weights.at[JOINT_NAMES.index("waist_yaw")].set(args.waist_weight)
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
