@@ -373,10 +373,10 @@ class WildRobotEnv:
         self.linvel_adr = m.sensor_adr[m.sensor("local_linvel").id]
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
-        self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
         # AMP: the discriminator does not see a waist the clips hold still: a heavier pose weight holds it instead
         if args.amp_weight > 0:
-            self.pose_weights = self.pose_weights.at[JOINT_NAMES.index("waist_yaw")].set(args.waist_weight)
+            w["waist_yaw"] = args.waist_weight
+        self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
