@@ -70,6 +70,9 @@ class Args:
     """tiny run through every code path (rollout, update, checkpoint save + reload, eval) in < 2 min on a CPU"""
     eval_episodes: int = 16
     """parallel episodes of the deterministic policy evaluated at the end of training"""
+    init_policy: str | None = None
+    """fine-tune: start from a checkpoint's actor and observation normalizer (e.g. assets/policies/*.msgpack) with a
+    fresh critic; --critic-warmup-iterations lets the critic learn first"""
 
     # Environment
     scene: str = "assets/scene_flat.xml"
@@ -81,7 +84,11 @@ class Args:
     domain_randomization: bool = True
     """per-episode friction, masses, joint friction/armature/damping, kp, force limit, default-pose offsets"""
     push: bool = True
-    """random velocity kicks of the pelvis every 5-10 s"""
+    """random horizontal pushes on the pelvis: a force of 0 to --push-newtons for 0.06-0.2 s, every 2-5 s"""
+    push_newtons: float = 15.0
+    """the largest push force (N); magnitude and direction are drawn uniformly for each push"""
+    rough_share: float = 0.5
+    """on a scene with a flat floor and a heightfield (assets/scene_terrain.xml): share of episodes on the field"""
     obs_noise: bool = True
     """uniform noise on the actor's observations"""
     action_latency: bool = True
@@ -126,6 +133,8 @@ class Args:
     """initial std of the Gaussian policy (actions are in [-1, 1], times --action-scale rad)"""
     min_std: float = 0.05
     """floor of the policy's action standard deviation"""
+    critic_warmup_iterations: int = 0
+    """iterations at the start that train only the critic: the actor and its observation normalizer stay untouched"""
 
     # AMP: style reward from a discriminator trained on reference motions
     motion_file: str = "assets/motions"
@@ -202,10 +211,15 @@ def finalize_args(args: Args) -> Args:
         fail("--gamma must be in (0, 1] and --gae-lambda in [0, 1]")
     if min(args.learning_rate, args.episode_seconds, args.min_std, args.init_std) <= 0:
         fail("--learning-rate, --episode-seconds, --min-std and --init-std must be positive")
+    if args.push_newtons < 0 or not 0 <= args.rough_share <= 1 or args.critic_warmup_iterations < 0:
+        fail(f"--push-newtons must be >= 0, --rough-share in [0, 1] and --critic-warmup-iterations >= 0, got "
+             f"{args.push_newtons}, {args.rough_share} and {args.critic_warmup_iterations}")  # fmt: skip
     if args.init_std < args.min_std:
         fail(f"--init-std {args.init_std} is below --min-std {args.min_std} (the floor would pin the std there)")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
+    if args.init_policy and not args.resume:  # a resumed run has its actor in the checkpoint
+        read_policy(args.init_policy, args)
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
     if min(args.amp_weight, args.task_weight, args.waist_weight) < 0:
         fail(f"--amp-weight, --task-weight and --waist-weight must be >= 0, got {args.amp_weight}, {args.task_weight} "
@@ -263,14 +277,15 @@ JOINT_NAMES = ("left_hip_pitch", "left_hip_roll", "left_knee", "left_ankle_pitch
                "right_hip_roll", "right_knee", "right_ankle_pitch", "right_foot_roll", "waist_yaw")  # = actuators
 FEET_SITES = ("left_foot", "right_foot")
 SOLES = ("left_sole", "right_sole")
-COMMAND_RANGE = np.array([[-0.3, 0.6], [-0.2, 0.2], [-0.8, 0.8]])  # vx (m/s), vy (m/s), yaw rate (rad/s)
+COMMAND_RANGE = np.array([[-0.3, 0.6], [-0.2, 0.2], [-0.5, 0.5]])  # vx (m/s), vy (m/s), yaw rate (rad/s)
 COMMAND_SECONDS = 5.0  # a new command every 5 s; 10 % of commands are "stand still"
 SWING_HEIGHT = 0.04  # m, target foot clearance at mid-swing
 FALL_HEIGHT = 0.25  # m, pelvis height below which the robot has fallen (standing: 0.478)
 NOMINAL_FRICTION = 0.8  # sliding friction of floor and soles without randomization
+SUNK = 0.1  # m: on a scene with a floor and a heightfield, the one not in use this episode sinks this far
 REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
-    tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.1)
-    tracking_ang_vel=0.75,  # exp(-(ω_z - cmd_yaw)² / 0.25)
+    tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.05): tight, so robustness is not bought with a slower walk
+    tracking_ang_vel=1.0,  # exp(-(ω_z - cmd_yaw)² / 0.1): σ² 0.25 paid 37 % for not turning at all at 0.5 rad/s
     lin_vel_z=-0.5,  # v_z²
     ang_vel_xy=-0.05,  # |ω_xy|²
     orientation=-5.0,  # |gravity_xy|² in the torso frame
@@ -295,6 +310,23 @@ RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), t
 NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 
 
+def heightfield_surface(elevation, size, xy):
+    """Height (...,) of a heightfield's surface over points xy (..., 2) in its own frame, as MuJoCo collides it.
+
+    elevation (nrow, ncol) in [0, 1] (row = y, col = x); size = the hfield's (x half, y half, elevation, base). Each
+    cell is two triangles split along the diagonal from (col, row) to (col + 1, row + 1); outside: the border cells.
+    """
+    nrow, ncol = elevation.shape
+    u = (xy[..., 0] + size[0]) / (2 * size[0]) * (ncol - 1)  # fractional column
+    v = (xy[..., 1] + size[1]) / (2 * size[1]) * (nrow - 1)  # fractional row
+    c, r = jp.clip(jp.floor(u), 0, ncol - 2).astype(int), jp.clip(jp.floor(v), 0, nrow - 2).astype(int)
+    fu, fv = jp.clip(u - c, 0.0, 1.0), jp.clip(v - r, 0.0, 1.0)
+    h00, h10, h01, h11 = elevation[r, c], elevation[r, c + 1], elevation[r + 1, c], elevation[r + 1, c + 1]
+    below = h00 + fu * (h10 - h00) + fv * (h11 - h10)  # triangle (c, r), (c+1, r), (c+1, r+1), where fu >= fv
+    above = h00 + fv * (h01 - h00) + fu * (h11 - h01)  # triangle (c, r), (c, r+1), (c+1, r+1)
+    return size[2] * jp.where(fu >= fv, below, above)
+
+
 @struct.dataclass
 class Randomization:
     """Per-episode physics parameters (sampled at reset; nominal values when domain randomization is off)."""
@@ -308,6 +340,8 @@ class Randomization:
     kp: jax.Array  # (A,)
     force_limit: jax.Array  # (A,)
     pose_offset: jax.Array  # (A,)  calibration error of the default pose
+    rough: jax.Array  # ()  bool: this episode walks on the scene's heightfield (else on its flat floor)
+    terrain_yaw: jax.Array  # ()  the heightfield's turn about the origin (rad): other bumps each episode
 
 
 @struct.dataclass
@@ -321,6 +355,8 @@ class EnvInfo:
     last_contact: jax.Array  # (2,) bool
     step: jax.Array  # ()  control steps in this episode
     push_countdown: jax.Array  # ()  steps until the next push
+    push_left: jax.Array  # ()  steps the current push still acts
+    push_force: jax.Array  # (3,)  the force acting on the pelvis during the last step (N, world frame)
     episode_return: jax.Array  # ()
     rand: Randomization
 
@@ -344,7 +380,7 @@ class WildRobotEnv:
     """Velocity-command walking on MJX. All methods are pure and jit/vmap-able (self is static)."""
 
     OBS_SIZE = 3 + 3 + 3 + 11 + 11 + 11 + 2  # gravity, gyro, command, joint pos - default, joint vel, action, phase
-    CRITIC_OBS_SIZE = OBS_SIZE + 3 + 1 + 2 + 2 + 11  # + local lin vel, height, contacts, feet height, torques / 4
+    CRITIC_OBS_SIZE = OBS_SIZE + 3 + 1 + 2 + 2 + 11 + 3  # + lin vel, height, contacts, feet height, torques, push
     ACTION_SIZE = 11
 
     def __init__(self, args: Args):
@@ -367,10 +403,23 @@ class WildRobotEnv:
         self.episode_steps = round(args.episode_seconds / CTRL_DT)
         self.imu = m.site("imu").id
         self.torso = m.body("torso").id
+        self.pelvis = m.body("waist").id
         self.feet = jp.array([m.site(s).id for s in FEET_SITES])
         self.soles = np.array([m.geom(g).id for g in SOLES])
         self.gyro_adr = m.sensor_adr[m.sensor("gyro").id]
         self.linvel_adr = m.sensor_adr[m.sensor("local_linvel").id]
+        # the ground: a floor plane and/or one heightfield (its elevations (nrow, ncol), row = y, col = x)
+        kinds = {t: [g for g in range(m.ngeom) if m.geom_type[g] == t and m.geom_bodyid[g] == 0]
+                 for t in (mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD)}  # fmt: skip
+        self.plane = kinds[mujoco.mjtGeom.mjGEOM_PLANE][0] if kinds[mujoco.mjtGeom.mjGEOM_PLANE] else None
+        self.hfield = kinds[mujoco.mjtGeom.mjGEOM_HFIELD][0] if kinds[mujoco.mjtGeom.mjGEOM_HFIELD] else None
+        if self.hfield is not None:
+            h = m.geom_dataid[self.hfield]
+            adr, shape = m.hfield_adr[h], (m.hfield_nrow[h], m.hfield_ncol[h])
+            self.hfield_data = jp.asarray(m.hfield_data[adr : adr + shape[0] * shape[1]].reshape(shape))
+            self.hfield_size = jp.asarray(m.hfield_size[h])
+            if not np.allclose(m.geom_quat[self.hfield], [1, 0, 0, 0]):
+                raise ValueError(f"{args.scene}: the heightfield geom must not be rotated (the env turns it)")
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         # AMP: the discriminator does not see a waist the clips hold still: a heavier pose weight holds it instead
@@ -408,7 +457,12 @@ class WildRobotEnv:
         nominal = Randomization(
             jp.float32(NOMINAL_FRICTION), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
             jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
-            jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu))  # fmt: skip
+            jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu), jp.bool_(True), jp.float32(0.0))  # fmt: skip
+        # the ground is the task, not a physics error: drawn with domain randomization on or off
+        k_rough, k_yaw, rng = jax.random.split(rng, 3)
+        terrain = dict(rough=jax.random.uniform(k_rough) < self.args.rough_share,
+                       terrain_yaw=jax.random.uniform(k_yaw, (), maxval=2 * jp.pi))  # fmt: skip
+        nominal = nominal.replace(**terrain) if self.hfield is not None and self.plane is not None else nominal
         if not self.args.domain_randomization:
             return nominal
         keys = dict(zip(RANDOMIZATION, jax.random.split(rng, len(RANDOMIZATION))))
@@ -428,7 +482,42 @@ class WildRobotEnv:
             actuator_gainprm=self.model.actuator_gainprm.at[:, 0].set(r.kp),
             actuator_biasprm=self.model.actuator_biasprm.at[:, 1].set(-r.kp),
             actuator_forcerange=jp.stack([-r.force_limit, r.force_limit], axis=-1),
+            geom_pos=self.ground_pos(r), geom_quat=self.ground_quat(r),
         )  # fmt: skip
+
+    # --- the ground: the active one of floor and heightfield, the field turned about the origin ----------------------
+    def ground_pos(self, r: Randomization) -> jax.Array:  # (ngeom, 3)
+        pos = self.model.geom_pos
+        if self.plane is not None and self.hfield is not None:
+            pos = pos.at[self.plane, 2].add(jp.where(r.rough, -SUNK, 0.0))
+            pos = pos.at[self.hfield, 2].add(jp.where(r.rough, 0.0, -SUNK))
+        return pos
+
+    def ground_quat(self, r: Randomization) -> jax.Array:  # (ngeom, 4)
+        if self.hfield is None:
+            return self.model.geom_quat
+        turn = jp.array([jp.cos(r.terrain_yaw / 2), 0.0, 0.0, jp.sin(r.terrain_yaw / 2)])
+        return self.model.geom_quat.at[self.hfield].set(turn)  # the field's own quat is the identity (asserted)
+
+    def ground_height(self, r: Randomization, xy: jax.Array) -> jax.Array:
+        """Height of the ground under points xy (..., 2) in this episode (the higher of floor and heightfield)."""
+        pos = self.ground_pos(r)
+        height = jp.full(xy.shape[:-1], -jp.inf)
+        if self.plane is not None:
+            height = jp.maximum(height, pos[self.plane, 2])
+        if self.hfield is not None:
+            c, s = jp.cos(r.terrain_yaw), jp.sin(r.terrain_yaw)
+            d = xy - pos[self.hfield, :2]
+            local = jp.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)  # world -> field
+            field = pos[self.hfield, 2] + heightfield_surface(self.hfield_data, self.hfield_size, local)
+            inside = (jp.abs(local) <= self.hfield_size[:2]).all(-1)
+            height = jp.maximum(height, jp.where(inside, field, -1.0))  # beyond its edge: nothing (1 m down)
+        return height
+
+    def feet_height(self, data, r: Randomization) -> jax.Array:
+        """(2,) height of the foot sites above the ground under them."""
+        feet = data.site_xpos[self.feet]
+        return feet[:, 2] - self.ground_height(r, feet[:, :2])
 
     # --- reset / step --------------------------------------------------------------------------------------------
     def sample_command(self, rng):
@@ -450,8 +539,8 @@ class WildRobotEnv:
             rng=rng, command=self.sample_command(k_cmd), last_action=jp.zeros(11),
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
-            push_countdown=jax.random.randint(k_push, (), 250, 500), episode_return=jp.float32(0.0),
-            rand=self.sample_randomization(k_rand),
+            push_countdown=jax.random.randint(k_push, (), 100, 250), push_left=jp.int32(0), push_force=jp.zeros(3),
+            episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand),
         )  # fmt: skip
         # AMP: reference state initialization: a share of episodes starts from a random reference frame, with its
         # clip's command and its sites and sensors (the first obs and the first step's foot velocities read them)
@@ -477,12 +566,18 @@ class WildRobotEnv:
         applied = jp.where(info.latency, info.last_action, action)  # 0-1 step action latency
         target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
         data = state.data.replace(ctrl=jp.clip(target, self.ctrl_range[:, 0], self.ctrl_range[:, 1]))
-        # push: a velocity kick of the pelvis, every 5-10 s
-        kick = jax.random.uniform(k_push, (2,), minval=-0.3, maxval=0.3)
-        push_now = self.args.push & (info.push_countdown <= 0)
-        data = data.replace(qvel=data.qvel.at[:2].add(jp.where(push_now, kick, 0.0)))
-        next_push = jax.random.randint(k_gap, (), 250, 500)  # control steps: 5-10 s
-        countdown = jp.where(info.push_countdown <= 0, next_push, info.push_countdown - 1)
+        # push: a horizontal force on the pelvis, 0-push_newtons N in a random direction, for 3-10 control steps
+        # (0.06-0.2 s: up to 3 N·s at 15 N, 1.5x the evaluation's 10 N × 0.2 s), every 100-250 steps (2-5 s)
+        k_dir, k_size, k_len = jax.random.split(k_push, 3)
+        angle = jax.random.uniform(k_dir, (), maxval=2 * jp.pi)
+        force = jax.random.uniform(k_size, (), maxval=self.args.push_newtons) * jp.stack(
+            [jp.cos(angle), jp.sin(angle), 0.0])  # fmt: skip
+        new_push = info.push_countdown <= 0
+        push_left = jp.where(new_push, jax.random.randint(k_len, (), 3, 11), info.push_left)
+        push_force = jp.where(self.args.push & (push_left > 0), jp.where(new_push, force, info.push_force), 0.0)
+        if self.args.push:  # else xfrc_applied is the caller's (utils.evaluate applies its own pushes)
+            data = data.replace(xfrc_applied=data.xfrc_applied.at[self.pelvis, :3].set(push_force))
+        countdown = jp.where(new_push, jax.random.randint(k_gap, (), 100, 250), info.push_countdown - 1)
 
         model = self.randomized_model(info.rand)
         feet_before = data.site_xpos[self.feet]
@@ -511,7 +606,8 @@ class WildRobotEnv:
         info = info.replace(
             rng=rng, command=jp.where(new_cmd, self.sample_command(k_cmd), info.command), last_action=action,
             phase=phase, feet_air_time=jp.where(contact, 0.0, air_time), last_contact=contact, step=step,
-            push_countdown=countdown, episode_return=info.episode_return + reward,
+            push_countdown=countdown, push_left=jp.maximum(push_left - 1, 0), push_force=push_force,
+            episode_return=info.episode_return + reward,
         )  # fmt: skip
         obs, critic_obs = jax.tree.map(lambda x: jp.where(finite, x, 0.0), self.observe(data, info, contact, k_noise))
         terms = jax.tree.map(lambda x: jp.where(finite, x, 0.0), terms)
@@ -572,8 +668,9 @@ class WildRobotEnv:
             data.sensordata[self.linvel_adr : self.linvel_adr + 3],  # 3 local linear velocity
             data.qpos[2:3],  # 1 pelvis height
             contact.astype(jp.float32),  # 2
-            data.site_xpos[self.feet, 2],  # 2 feet height
+            self.feet_height(data, info.rand),  # 2 above the ground under them
             data.actuator_force / 4.0,  # 11
+            info.push_force / 10.0,  # 3 the push acting now
         ])  # fmt: skip
         return actor(noisy), critic
 
@@ -587,8 +684,8 @@ class WildRobotEnv:
         feet_target = SWING_HEIGHT * jp.clip(swing, 0.0, 1.0) * moving
         deviation = data.qpos[7:] - self.default_pose
         return dict(
-            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.1),
-            tracking_ang_vel=jp.exp(-((cmd[2] - angvel[2]) ** 2) / 0.25),
+            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.05),
+            tracking_ang_vel=jp.exp(-((cmd[2] - angvel[2]) ** 2) / 0.1),
             lin_vel_z=linvel[2] ** 2,
             ang_vel_xy=jp.sum(angvel[:2] ** 2),
             orientation=jp.sum(self.gravity(data)[:2] ** 2),
@@ -596,7 +693,7 @@ class WildRobotEnv:
             action_rate=jp.sum((action - info.last_action) ** 2),
             feet_air_time=jp.sum((air_time - 0.2) * first_contact) * moving,
             feet_slip=jp.sum(jp.sum(feet_vel[:, :2] ** 2, axis=-1) * contact),
-            feet_phase=jp.exp(-jp.sum((data.site_xpos[self.feet, 2] - feet_target) ** 2) / 0.001),
+            feet_phase=jp.exp(-jp.sum((self.feet_height(data, info.rand) - feet_target) ** 2) / 0.001),
             pose=jp.sum(self.pose_weights * deviation**2),
             stand_still=jp.sum(jp.abs(deviation)) * ~moving,
             alive=(~fallen).astype(jp.float32),
@@ -885,6 +982,28 @@ def read_checkpoint(path) -> dict:
     return payload
 
 
+def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
+    """(actor params, observation normalizer) of any checkpoint's policy entry (a run's or a policy-only file, of
+    either training file), checked against this file's Actor; one clear error line if it does not fit."""
+    try:
+        payload = serialization.msgpack_restore(Path(path).read_bytes())
+        meta, saved = payload["meta"], payload["policy"]
+        actor, norm = saved["actor"], saved["obs_norm"]
+        norm = Normalizer(**{k: jp.asarray(norm[k], jp.float32) for k in ("mean", "var", "count")})
+    except FileNotFoundError:
+        fail(f"--init-policy {path}: no such file")
+    except Exception as e:  # garbage, or a file without the entries
+        fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        fail(f"--init-policy {path}: not a {CHECKPOINT_FORMAT} checkpoint")
+    template = jax.eval_shape(Actor(WildRobotEnv.ACTION_SIZE, args.min_std).init, jax.random.PRNGKey(0),
+                              jp.zeros(WildRobotEnv.OBS_SIZE))["params"]  # fmt: skip
+    shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
+    if shapes(actor) != shapes(template) or norm.mean.shape != (WildRobotEnv.OBS_SIZE,):
+        fail(f"--init-policy {path}: its actor {shapes(actor)} does not fit this file's {shapes(template)}")
+    return jax.tree.map(lambda x: jp.asarray(x, jp.float32), actor), norm
+
+
 def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerState:
     leaves, treedef = jax.tree.flatten(template)
     saved = [payload["leaves"].get(str(i)) for i in range(len(leaves))]
@@ -1030,10 +1149,13 @@ def make_train(args: Args, env: WildRobotEnv):
             return ppo_loss(gaussian_log_prob(mean, std, mb["action"]), gaussian_entropy(std), new_value, mb,
                             args.clip_coef, args.clip_vloss, args.ent_coef, args.vf_coef, args.norm_adv)  # fmt: skip
 
+        warmup = rs.iteration < args.critic_warmup_iterations  # critic only: the actor's updates are dropped
+
         def update_minibatch(carry, mb):
             params, opt_state = carry
             (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)  # Adam's moments see the actor's grads
+            updates["actor"] = jax.tree.map(lambda u: jp.where(warmup, 0.0, u), updates["actor"])
             return (optax.apply_updates(params, updates), opt_state), metrics
 
         def update_epoch(carry, _):
@@ -1056,7 +1178,8 @@ def make_train(args: Args, env: WildRobotEnv):
         metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
         metrics["losses/explained_variance"] = explained_variance(traj.value, returns)
         # normalizer statistics move after the update, so rollout and update of one iteration use the same ones
-        rs = rs.replace(params=params, opt_state=opt_state, obs_norm=rs.obs_norm.update(traj.obs),
+        obs_norm = jax.tree.map(lambda a, b: jp.where(warmup, a, b), rs.obs_norm, rs.obs_norm.update(traj.obs))
+        rs = rs.replace(params=params, opt_state=opt_state, obs_norm=obs_norm,
                         critic_norm=rs.critic_norm.update(traj.critic_obs), env_state=env_state, rng=rng,
                         iteration=rs.iteration + 1)  # fmt: skip
         # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs
@@ -1157,6 +1280,11 @@ def main(args: Args):
     # ALGO LOGIC: compile once (timed separately), then iterate
     start = time.time()
     runner_state = jax.jit(init)(key) if runner_state is None else runner_state
+    if args.init_policy and not args.resume:  # fine-tuning: the actor and its normalizer from a policy, a new critic
+        actor_params, obs_norm = read_policy(args.init_policy, args)
+        runner_state = runner_state.replace(params=runner_state.params | {"actor": actor_params}, obs_norm=obs_norm)
+        print(f"actor and observation normalizer from {args.init_policy}; critic-only for the first "
+              f"{args.critic_warmup_iterations} iterations")
     step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
     compile_seconds = time.time() - start
     print(f"compiled in {compile_seconds:.1f} s")

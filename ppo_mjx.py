@@ -78,7 +78,7 @@ class Args:
     domain_randomization: bool = True
     """per-episode friction, masses, joint friction/armature/damping, kp, force limit, default-pose offsets"""
     push: bool = True
-    """random horizontal pushes on the pelvis: a force of 0 to --push-newtons for 0.06-0.3 s, every 2-5 s"""
+    """random horizontal pushes on the pelvis: a force of 0 to --push-newtons for 0.06-0.2 s, every 2-5 s"""
     push_newtons: float = 15.0
     """the largest push force (N); magnitude and direction are drawn uniformly for each push"""
     rough_share: float = 0.5
@@ -417,8 +417,9 @@ class WildRobotEnv:
             c, s = jp.cos(r.terrain_yaw), jp.sin(r.terrain_yaw)
             d = xy - pos[self.hfield, :2]
             local = jp.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)  # world -> field
-            height = jp.maximum(height, pos[self.hfield, 2] + heightfield_surface(self.hfield_data, self.hfield_size,
-                                                                                  local))  # fmt: skip
+            field = pos[self.hfield, 2] + heightfield_surface(self.hfield_data, self.hfield_size, local)
+            inside = (jp.abs(local) <= self.hfield_size[:2]).all(-1)
+            height = jp.maximum(height, jp.where(inside, field, -1.0))  # beyond its edge: nothing (1 m down)
         return height
 
     def feet_height(self, data, r: Randomization) -> jax.Array:
@@ -462,14 +463,14 @@ class WildRobotEnv:
         applied = jp.where(info.latency, info.last_action, action)  # 0-1 step action latency
         target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
         data = state.data.replace(ctrl=jp.clip(target, self.ctrl_range[:, 0], self.ctrl_range[:, 1]))
-        # push: a horizontal force on the pelvis, 0-push_newtons N in a random direction, for 3-15 control steps
-        # (0.06-0.3 s; the evaluation's push is 10 N for 0.2 s), every 100-250 steps (2-5 s)
+        # push: a horizontal force on the pelvis, 0-push_newtons N in a random direction, for 3-10 control steps
+        # (0.06-0.2 s: up to 3 N·s at 15 N, 1.5x the evaluation's 10 N × 0.2 s), every 100-250 steps (2-5 s)
         k_dir, k_size, k_len = jax.random.split(k_push, 3)
         angle = jax.random.uniform(k_dir, (), maxval=2 * jp.pi)
         force = jax.random.uniform(k_size, (), maxval=self.args.push_newtons) * jp.stack(
             [jp.cos(angle), jp.sin(angle), 0.0])  # fmt: skip
         new_push = info.push_countdown <= 0
-        push_left = jp.where(new_push, jax.random.randint(k_len, (), 3, 16), info.push_left)
+        push_left = jp.where(new_push, jax.random.randint(k_len, (), 3, 11), info.push_left)
         push_force = jp.where(self.args.push & (push_left > 0), jp.where(new_push, force, info.push_force), 0.0)
         if self.args.push:  # else xfrc_applied is the caller's (utils.evaluate applies its own pushes)
             data = data.replace(xfrc_applied=data.xfrc_applied.at[self.pelvis, :3].set(push_force))

@@ -159,7 +159,7 @@ def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model)
     """Rollouts of each clip's command: (command -> [window per episode that is up after the skip], falls)."""
     dt = policy.module.CTRL_DT
     commands = np.repeat(np.array([motions.clip_commands[motions.clip_names.index(n)] for n in names]), episodes, 0)
-    roll = rollout_mjx(policy, commands.astype(np.float32), np.zeros((len(commands), 3)), round(seconds / dt), seed)
+    roll = rollout_mjx(policy, commands.astype(np.float32), None, round(seconds / dt), seed)
     first = round(skip / dt)
     out, falls = {n: [] for n in names}, {n: 0 for n in names}
     for e, name in enumerate(np.repeat(names, episodes)):

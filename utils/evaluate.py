@@ -1,24 +1,34 @@
-"""Walking report of a trained policy: fixed commands, N episodes each, in MJX and (sim2sim) in plain MuJoCo.
+"""Walking report of a trained policy: scenarios × commands × N episodes, in MJX and (sim2sim) in plain MuJoCo.
 
-    python -m utils.evaluate assets/policies/ppo_walk_h100.msgpack --episodes 20 --seconds 20 --out report.json --mujoco
+    python -m utils.evaluate assets/policies/ppo_robust.msgpack --scenario all --episodes 20 --mujoco --out r.json
     python -m utils.evaluate CKPT.msgpack --commands stand forward_0.3 --episodes 1 --seconds 1 --out r.json
+
+Scenarios (SPEC.md's walking bars; each prints whether its bar is met):
+
+    commands   the fixed commands of --commands for --seconds, one --push-newtons push midway (the default scenario)
+    long_walk  130 s at 0.4 m/s                                        bar: no falls
+    pushes     30 s at 0.3 m/s, 10 N × 0.2 s every 5 s, random directions   bar: >= 90 % standing at the end
+    rough      20 s at 0.3 m/s on assets/scene_rough.xml (±2 cm)       bar: no falls
+    turning    yaw rates over the command range the policy's file advertises, in place and walking
+                                                                       bar: mean yaw rate within 30 % of the command
 
 The policy is deterministic (the Gaussian's mean). Domain randomization, observation noise, random pushes and
 action latency are off; the command is held fixed for the whole episode (overriding the env's resampling). MJX runs
 all episodes of all commands as one vmapped, jitted `lax.scan`; `--mujoco` also runs them one by one in plain
 MuJoCo with the observation computed in numpy (`MujocoRunner`, mirroring `WildRobotEnv.observe` / `step`).
-Midway through each episode a horizontal force of `--push-newtons` N acts on the pelvis for 0.2 s (the direction
-turns by 360°/N from episode to episode); the episode counts as recovered if the robot has not fallen 2 s after the
-push ends. Metrics per command and overall (all averaged over the steps before a fall):
+A push is a horizontal force on the pelvis for 0.2 s (in `commands`, the direction turns by 360°/N from episode to
+episode); it counts as recovered if the robot has not fallen 2 s after it ends. Metrics per command and overall (all
+averaged over the steps before a fall):
 
     falls            episodes that fell (pelvis below FALL_HEIGHT or tilted > 60°)
     distance_m       path length of the pelvis on the ground plane
     vel_error_mps    |v_xy − command_xy| in the pelvis frame (after a 1 s start-up); yaw_error_radps likewise
+    yaw_rate_radps   mean yaw rate (after the start-up); yaw_error_pct: 100 |mean yaw rate − command| / |command|
     torque_nm        mean |τ| over joints;  power_w: mean Σ_j |τ_j q̇_j|
-    clearance_m      peak height of the sole during each swing (contact → no contact → contact), averaged
+    clearance_m      peak height of the foot above the ground under it during each swing, averaged
     flight_pct       % of steps with neither foot on the ground
     step_symmetry    1 − |air_L − air_R| / (air_L + air_R) of the total swing time per foot (1 = symmetric)
-    push_recovery    recovered / pushed episodes (pushed = not fallen when the push starts)
+    push_recovery    recovered / pushed (pushed = not fallen when the push starts)
 """
 
 import argparse
@@ -44,29 +54,70 @@ COMMANDS = {  # name -> (vx m/s, vy m/s, yaw rate rad/s)
     "turn_0.5": (0.0, 0.0, 0.5),
 }
 PUSH_SECONDS, RECOVERY_SECONDS, SETTLE_SECONDS = 0.2, 2.0, 1.0
-METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "torque_nm", "power_w", "clearance_m",
-           "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
+METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "yaw_rate_radps", "yaw_error_pct", "torque_nm",
+           "power_w", "clearance_m", "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
 TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact", "qpos", "qvel")  # per-step arrays
+SCENE_ROUGH = "assets/scene_rough.xml"
 
 
-def eval_args(policy, seconds: float):
+def scenario(name: str, policy, args) -> dict:
+    """commands {name: (vx, vy, yaw)}, seconds, push_every_s (0: one push midway), push_newtons, scene (None: the
+    checkpoint's), random_directions."""
+    if name == "commands":
+        return dict(commands={n: COMMANDS[n] for n in dict.fromkeys(args.commands)}, seconds=args.seconds,
+                    push_every_s=0.0, push_newtons=args.push_newtons, scene=None, random_directions=False)
+    walk = dict(push_every_s=0.0, push_newtons=0.0, scene=None, random_directions=False)
+    if name == "long_walk":
+        return walk | dict(commands={"forward_0.4": (0.4, 0.0, 0.0)}, seconds=130.0)
+    if name == "pushes":
+        return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=30.0, push_every_s=5.0, push_newtons=10.0,
+                           random_directions=True)  # fmt: skip
+    if name == "rough":
+        return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=20.0, scene=SCENE_ROUGH)
+    top = float(policy.module.COMMAND_RANGE[2, 1])  # the yaw rate the training file promises
+    yaws = {f"turn_{y:+.2f}": (0.0, 0.0, y) for y in (top / 2, top, -top)}
+    return walk | dict(commands=yaws | {f"walk_0.3_turn_{top:+.2f}": (0.3, 0.0, top)}, seconds=10.0)
+
+
+SCENARIOS = ("commands", "long_walk", "pushes", "rough", "turning")
+BARS = {  # scenario -> (text, test of the overall row)
+    "long_walk": ("no falls", lambda row: row["falls"] == 0),
+    "pushes": (">= 90 % standing at the end", lambda row: row["falls"] <= 0.1 * row["episodes"]),
+    "rough": ("no falls", lambda row: row["falls"] == 0),
+    "turning": ("yaw rate within 30 % of every command", lambda row: row["worst_yaw_error_pct"] <= 30.0),
+}
+
+
+def eval_args(policy, seconds: float, scene: str | None = None):
     """The checkpoint's env with everything random off; episodes longer than the horizon, so none is truncated."""
     starts = {"reference_init": 0.0} if hasattr(policy.args, "reference_init") else {}  # AMP: every episode at home
     return policy.env_args(domain_randomization=False, push=False, obs_noise=False, action_latency=False,
-                           episode_seconds=seconds + 1.0, **starts)  # fmt: skip
+                           episode_seconds=seconds + 1.0, scene=scene or policy.args.scene, **starts)  # fmt: skip
 
 
-def push_schedule(steps: int, dt: float) -> tuple[int, int, int]:
-    """(first pushed step, first step after the push, end of the recovery window), in control steps."""
-    start = steps // 2
-    end = start + round(PUSH_SECONDS / dt)
-    return start, end, min(end + round(RECOVERY_SECONDS / dt), steps)
+def push_windows(steps: int, dt: float, every_s: float = 0.0) -> list[tuple[int, int, int]]:
+    """[(first pushed step, first step after the push, end of its recovery window)] in control steps: one push
+    midway (every_s = 0) or one every `every_s` seconds from `every_s` on."""
+    every = round(every_s / dt)
+    starts = [steps // 2] if every <= 0 else list(range(every, steps, every))
+    push, recover = round(PUSH_SECONDS / dt), round(RECOVERY_SECONDS / dt)
+    return [(s, min(s + push, steps), min(s + push + recover, steps)) for s in starts]
 
 
-def push_forces(num_episodes: int, newtons: float) -> np.ndarray:
-    """(E, 3) horizontal forces, first one to the robot's left, turning by 360°/E per episode."""
-    angle = np.pi / 2 + 2 * np.pi * np.arange(num_episodes) / num_episodes
-    return newtons * np.stack([np.cos(angle), np.sin(angle), np.zeros(num_episodes)], axis=-1)
+def push_table(windows, directions: np.ndarray, newtons: float, steps: int) -> np.ndarray:
+    """(T, E, 3) force on the pelvis at each step: `newtons` along directions (E, K) (rad) in the K windows."""
+    table = np.zeros((steps, len(directions), 3), np.float32)
+    for k, (p0, p1, _) in enumerate(windows):
+        angle = directions[:, k]
+        table[p0:p1] = newtons * np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], -1)
+    return table
+
+
+def push_directions(episodes: int, pushes: int, random: bool, rng: np.random.Generator) -> np.ndarray:
+    """(E, K) push directions: uniform at random, or the first to the robot's left turning by 360°/E per episode."""
+    if random:
+        return rng.uniform(0, 2 * np.pi, (episodes, pushes))
+    return np.repeat((np.pi / 2 + 2 * np.pi * np.arange(episodes) / episodes)[:, None], pushes, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -75,47 +126,48 @@ def push_forces(num_episodes: int, newtons: float) -> np.ndarray:
 _ENVS = {}  # one WildRobotEnv per settings and process: building one costs seconds (MJX forward of `home`)
 
 
-def make_env(policy, seconds: float):
-    args = eval_args(policy, seconds)
+def make_env(policy, seconds: float, scene: str | None = None):
+    args = eval_args(policy, seconds, scene)
     if repr(args) not in _ENVS:
         _ENVS[repr(args)] = policy.module.WildRobotEnv(args)
     return _ENVS[repr(args)]
 
 
-def rollout_mjx(policy, commands: np.ndarray, forces: np.ndarray, steps: int, seed: int = 0) -> dict:
+def rollout_mjx(policy, commands: np.ndarray, pushes: np.ndarray | None, steps: int, seed: int = 0,
+                scene: str | None = None) -> dict:  # fmt: skip
     """E = len(commands) envs for `steps` control steps. Returns traces [E, T, ...] (TRACE; `qpos` [E, T, 18] and
     `qvel` [E, T, 17] in full), `valid` [E, T] (steps before a fall), `fell` [E], `start` [E, 3], and `final`: the
     batched EnvState after the last step (numpy).
-    `forces` [E, 3] act on the pelvis during the push window."""
-    env = make_env(policy, steps * policy.module.CTRL_DT)
+    `pushes` [T, E, 3] (or None) is the force on the pelvis at each step (`push_table`)."""
+    env = make_env(policy, steps * policy.module.CTRL_DT, scene)
     pelvis = int(env.mj_model.jnt_bodyid[0])
-    p0, p1, _ = push_schedule(steps, policy.module.CTRL_DT)
-    cmds, forces = jnp.asarray(commands, jnp.float32), jnp.asarray(forces, jnp.float32)
+    cmds = jnp.asarray(commands, jnp.float32)
+    pushes = jnp.zeros((steps, len(commands), 3)) if pushes is None else jnp.asarray(pushes, jnp.float32)
     lin = slice(env.linvel_adr, env.linvel_adr + 3)
 
-    def one_step(state, t):
+    def one_step(state, force):  # force (E, 3)
         # the fixed command replaces the env's (re)sampled one, in the obs and in the state the step reads
         state = state.replace(obs=state.obs.at[:, 6:9].set(cmds), info=state.info.replace(command=cmds))
-        force = jnp.where((t >= p0) & (t < p1), 1.0, 0.0) * forces  # (E, 3)
         xfrc = state.data.xfrc_applied.at[:, pelvis, :3].set(force)  # (E, nbody, 6)
         state = state.replace(data=state.data.replace(xfrc_applied=xfrc))
         nxt = jax.vmap(env.step)(state, policy.act(state.obs))
         d = nxt.data  # after a fall this is already the next episode: masked out by `valid`
         out = dict(pos=d.qpos[:, :3], linvel=d.sensordata[:, lin], yaw_rate=d.qvel[:, 5], torque=d.actuator_force,
-                   joint_vel=d.qvel[:, 6:], foot_z=d.site_xpos[:, env.feet, 2], contact=jax.vmap(env.feet_contact)(d),
-                   qpos=d.qpos, qvel=d.qvel, fell=nxt.done & ~nxt.truncated)  # fmt: skip
+                   joint_vel=d.qvel[:, 6:], foot_z=jax.vmap(env.feet_height)(d, nxt.info.rand),
+                   contact=jax.vmap(env.feet_contact)(d), qpos=d.qpos, qvel=d.qvel,
+                   fell=nxt.done & ~nxt.truncated)  # fmt: skip
         return nxt, out
 
-    def rollout(rng):
+    def rollout(rng, pushes):
         state = jax.vmap(env.reset)(jax.random.split(rng, len(commands)))
-        final, out = jax.lax.scan(one_step, state, jnp.arange(steps))
+        final, out = jax.lax.scan(one_step, state, pushes)
         return state.data.qpos[:, :3], final, out
 
     t0 = time.perf_counter()
     print(f"mjx: compiling the rollout ({len(commands)} envs × {steps} steps) ...", flush=True)
-    compiled = jax.jit(rollout).lower(jax.random.PRNGKey(seed)).compile()
+    compiled = jax.jit(rollout).lower(jax.random.PRNGKey(seed), pushes).compile()
     t1 = time.perf_counter()
-    start, final, out = jax.device_get(compiled(jax.random.PRNGKey(seed)))
+    start, final, out = jax.device_get(compiled(jax.random.PRNGKey(seed), pushes))
     print(f"mjx: compiled in {t1 - t0:.1f} s, ran in {time.perf_counter() - t1:.1f} s", flush=True)
     out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out.items()}  # [T, E, ...] -> [E, T, ...]
     fell_at = out.pop("fell")
@@ -129,9 +181,9 @@ def rollout_mjx(policy, commands: np.ndarray, forces: np.ndarray, steps: int, se
 class MujocoRunner:
     """One WildRobot in plain MuJoCo stepped like `WildRobotEnv.step` with DR, noise, pushes and latency off."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, scene: str | None = None):
         mod, self.policy = policy.module, policy
-        self.model = mujoco.MjModel.from_xml_path(str(ROOT / policy.args.scene))
+        self.model = mujoco.MjModel.from_xml_path(str(ROOT / (scene or policy.args.scene)))
         self.model.geom_friction[:, 0] = mod.NOMINAL_FRICTION  # what the env's randomized_model sets with DR off
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -200,16 +252,16 @@ class MujocoRunner:
         d = self.data
         return dict(pos=d.qpos[:3].copy(), linvel=d.sensordata[self.linvel].copy(), yaw_rate=d.qvel[5],
                     torque=d.actuator_force.copy(), joint_vel=d.qvel[6:].copy(),
-                    foot_z=d.site_xpos[self.feet, 2].copy(), contact=self.contact(), qpos=d.qpos.copy(),
+                    feet=d.site_xpos[self.feet].copy(), contact=self.contact(), qpos=d.qpos.copy(),
                     qvel=d.qvel.copy())  # fmt: skip
 
 
-def obs_gap(policy, final) -> float:
+def obs_gap(policy, final, scene: str | None = None) -> float:
     """Max |numpy obs − MJX actor obs| over the envs of a batched EnvState (noise off): `MujocoRunner.observe_data`
     of `mjx.get_data(state.data)` against the obs `WildRobotEnv.observe` computed for that same state."""
     from mujoco import mjx
 
-    runner = MujocoRunner(policy)
+    runner = MujocoRunner(policy, scene)
     gaps = []
     for e in range(len(final.obs)):
         state = jax.tree.map(lambda x: x[e], final)
@@ -219,25 +271,31 @@ def obs_gap(policy, final) -> float:
     return float(max(gaps))
 
 
-def rollout_mujoco(policy, commands: np.ndarray, forces: np.ndarray, steps: int, seed: int = 0) -> dict:
+def rollout_mujoco(policy, commands: np.ndarray, pushes: np.ndarray | None, steps: int, seed: int = 0,
+                   scene: str | None = None) -> dict:  # fmt: skip
     """The episodes of `rollout_mjx` (same commands and pushes; the reset noise is drawn by numpy), one after
     another in plain MuJoCo; same output layout."""
-    runner, rng = MujocoRunner(policy), np.random.default_rng(seed)
-    p0, p1, _ = push_schedule(steps, runner.dt)
+    runner, rng = MujocoRunner(policy, scene), np.random.default_rng(seed)
+    env = make_env(policy, steps * runner.dt, scene)  # its ground_height: the same ground rule as in MJX
+    ground = env.sample_randomization(jax.random.PRNGKey(0))  # with randomization off: the nominal ground
+    pushes = np.zeros((steps, len(commands), 3)) if pushes is None else pushes
     traces, valid, fell, start = [], np.zeros((len(commands), steps), bool), np.zeros(len(commands), bool), []
     t0 = time.perf_counter()
-    for e, (cmd, force) in enumerate(zip(commands, forces)):
+    for e, cmd in enumerate(commands):
         runner.reset(rng, cmd)
         start.append(runner.data.qpos[:3].copy())
         rows = []
         for t in range(steps):
-            fell[e] = runner.step(force if p0 <= t < p1 else None)
+            fell[e] = runner.step(pushes[t, e] if pushes[t, e].any() else None)
             rows.append(runner.trace())
             if fell[e]:
                 break
             valid[e, t] = True
         rows += [rows[-1]] * (steps - len(rows))  # padding after a fall, masked out by `valid`
-        traces.append({k: np.stack([r[k] for r in rows]) for k in TRACE})
+        feet = np.stack([r["feet"] for r in rows])  # (T, 2, 3)
+        trace = {k: np.stack([r[k] for r in rows]) for k in TRACE if k != "foot_z"}
+        trace["foot_z"] = feet[..., 2] - np.asarray(env.ground_height(ground, jnp.asarray(feet[..., :2])))
+        traces.append(trace)
     print(f"mujoco: {len(commands)} episodes × {steps} steps in {time.perf_counter() - t0:.1f} s", flush=True)
     return {k: np.stack([tr[k] for tr in traces]) for k in TRACE} | dict(valid=valid, fell=fell, start=np.array(start))
 
@@ -245,15 +303,16 @@ def rollout_mujoco(policy, commands: np.ndarray, forces: np.ndarray, steps: int,
 # ---------------------------------------------------------------------------------------------------------------------
 # metrics: one numpy function for both simulators
 # ---------------------------------------------------------------------------------------------------------------------
-def episode_metrics(tr: dict, command: np.ndarray, dt: float, pushed: bool) -> dict:
-    """Metrics of one episode from its traces [T, ...] (only `valid` steps count). NaN where undefined."""
+def episode_metrics(tr: dict, command: np.ndarray, dt: float, windows: list) -> dict:
+    """Metrics of one episode from its traces [T, ...] (only `valid` steps count) and its push `windows`. NaN where
+    undefined. Also `pushed` and `recovered`: pushes that met the robot standing, and those it was up 2 s after."""
     v = tr["valid"]
     n = int(v.sum())
-    steps = len(v)
-    p0, _, p_end = push_schedule(steps, dt)
     out = dict.fromkeys(METRICS, math.nan) | dict(falls=float(tr["fell"]))
-    if pushed and p0 < steps:  # pushed only if still standing when the push starts
-        out["push_recovery"] = float(v[p_end - 1]) if v[p0] else math.nan
+    met = [w for w in windows if v[w[0]]]  # pushed only if still standing when the push starts
+    out |= dict(pushed=len(met), recovered=sum(bool(v[end - 1]) for _, _, end in met))
+    if met:
+        out["push_recovery"] = out["recovered"] / out["pushed"]
     if n == 0:
         return out
     pos = np.concatenate([tr["start"][None, :2], tr["pos"][v][:, :2]])
@@ -261,6 +320,9 @@ def episode_metrics(tr: dict, command: np.ndarray, dt: float, pushed: bool) -> d
     settle = min(round(SETTLE_SECONDS / dt), n // 2)  # velocity errors after the start-up
     out["vel_error_mps"] = float(np.linalg.norm(tr["linvel"][v][settle:, :2] - command[:2], axis=-1).mean())
     out["yaw_error_radps"] = float(np.abs(tr["yaw_rate"][v][settle:] - command[2]).mean())
+    out["yaw_rate_radps"] = float(tr["yaw_rate"][v][settle:].mean())
+    if command[2] != 0:
+        out["yaw_error_pct"] = 100.0 * abs(out["yaw_rate_radps"] - command[2]) / abs(command[2])
     torque, joint_vel = tr["torque"][v], tr["joint_vel"][v]
     out["torque_nm"] = float(np.abs(torque).mean())
     out["power_w"] = float(np.abs(torque * joint_vel).sum(-1).mean())
@@ -281,12 +343,13 @@ def episode_metrics(tr: dict, command: np.ndarray, dt: float, pushed: bool) -> d
     return out
 
 
-def summarize(rollout: dict, names: list[str], episodes: int, dt: float, pushed: bool) -> dict:
-    """Per command (episodes are consecutive rows of `rollout`) and overall: falls summed, the rest averaged."""
+def summarize(rollout: dict, commands: dict, episodes: int, dt: float, windows: list) -> dict:
+    """Per command (episodes are consecutive rows of `rollout`) and overall: falls summed, push recovery pooled over
+    all pushes, the rest averaged; overall also has the worst command's yaw_error_pct."""
     per_episode = []
-    for e, name in enumerate(np.repeat(names, episodes)):
+    for e, name in enumerate(np.repeat(list(commands), episodes)):
         tr = {k: v[e] for k, v in rollout.items()}
-        per_episode.append(episode_metrics(tr, np.asarray(COMMANDS[name]), dt, pushed))
+        per_episode.append(episode_metrics(tr, np.asarray(commands[name]), dt, windows))
 
     def combine(rows):
         out = {"episodes": len(rows)}
@@ -294,68 +357,98 @@ def summarize(rollout: dict, names: list[str], episodes: int, dt: float, pushed:
             vals = np.array([r[k] for r in rows], float)
             vals = vals[np.isfinite(vals)]
             out[k] = float(vals.sum()) if k == "falls" else (float(vals.mean()) if len(vals) else None)
+        pushed = sum(r["pushed"] for r in rows)
+        out["push_recovery"] = sum(r["recovered"] for r in rows) / pushed if pushed else None
         return out
 
-    report = {name: combine(per_episode[i * episodes : (i + 1) * episodes]) for i, name in enumerate(names)}
+    report = {name: combine(per_episode[i * episodes : (i + 1) * episodes]) for i, name in enumerate(commands)}
     report["overall"] = combine(per_episode)
+    yaw = [row["yaw_error_pct"] for row in report.values() if row["yaw_error_pct"] is not None]
+    report["overall"]["worst_yaw_error_pct"] = max(yaw) if yaw else None
     return report
 
 
-def print_table(report: dict):
-    cols = [("falls", "{:.0f}"), ("distance_m", "{:.2f}"), ("vel_error_mps", "{:.3f}"), ("yaw_error_radps", "{:.3f}"),
-            ("torque_nm", "{:.2f}"), ("power_w", "{:.2f}"), ("clearance_m", "{:.3f}"), ("flight_pct", "{:.1f}"),
-            ("step_symmetry", "{:.2f}"), ("push_recovery", "{:.2f}")]  # fmt: skip
-    header = f"{'sim':7s} {'command':14s} {'eps':>4s} " + " ".join(f"{c[:13]:>13s}" for c, _ in cols)
-    print(header + "\n" + "-" * len(header))
-    for sim, rows in report["simulators"].items():
-        for name, row in rows.items():
+def print_table(name: str, result: dict):
+    cols = [("falls", "{:.0f}"), ("distance_m", "{:.2f}"), ("vel_error_mps", "{:.3f}"), ("yaw_rate_radps", "{:+.3f}"),
+            ("yaw_error_pct", "{:.0f}"), ("torque_nm", "{:.2f}"), ("power_w", "{:.2f}"), ("clearance_m", "{:.3f}"),
+            ("flight_pct", "{:.1f}"), ("step_symmetry", "{:.2f}"), ("push_recovery", "{:.2f}")]  # fmt: skip
+    header = f"{'sim':7s} {'command':19s} {'eps':>4s} " + " ".join(f"{c[:13]:>13s}" for c, _ in cols)
+    print(f"\n{name} ({result['settings']['seconds']:g} s)\n{header}\n" + "-" * len(header))
+    for sim, rows in result["simulators"].items():
+        for command, row in rows.items():
             cells = " ".join(f"{'-' if row[c] is None else fmt.format(row[c]):>13s}" for c, fmt in cols)
-            print(f"{sim:7s} {name:14s} {row['episodes']:4d} {cells}")
+            print(f"{sim:7s} {command:19s} {row['episodes']:4d} {cells}")
+    for sim, (text, met) in result.get("bar", {}).items():
+        print(f"bar ({sim}): {text}: {'met' if met else 'NOT met'}")
+
+
+def run_scenario(policy, name: str, spec: dict, args) -> dict:
+    """One scenario in MJX (and plain MuJoCo with --mujoco): settings, simulators, obs gap, bar."""
+    dt = policy.module.CTRL_DT
+    steps = max(1, round(spec["seconds"] / dt))
+    commands = np.repeat(np.array(list(spec["commands"].values()), np.float32), args.episodes, axis=0)  # (E, 3)
+    windows = push_windows(steps, dt, spec["push_every_s"]) if spec["push_newtons"] > 0 else []
+    rng = np.random.default_rng(args.seed)
+    directions = push_directions(len(commands), len(windows), spec["random_directions"], rng)  # (E, K)
+    pushes = push_table(windows, directions, spec["push_newtons"], steps) if windows else None
+    print(f"{name}: {len(spec['commands'])} commands × {args.episodes} episodes × {steps * dt:g} s, "
+          f"{len(windows)} pushes of {spec['push_newtons']:g} N each, scene {spec['scene'] or policy.args.scene}")
+    mjx_rollout = rollout_mjx(policy, commands, pushes, steps, args.seed, spec["scene"])
+    final = mjx_rollout.pop("final")
+    simulators = {"mjx": summarize(mjx_rollout, spec["commands"], args.episodes, dt, windows)}
+    gap = None
+    if args.mujoco:
+        gap = obs_gap(policy, final, spec["scene"])
+        print(f"sim2sim: numpy vs MJX actor observation at the MJX rollout's last states: max abs diff {gap:.1e}")
+        rollout = rollout_mujoco(policy, commands, pushes, steps, args.seed, spec["scene"])
+        simulators["mujoco"] = summarize(rollout, spec["commands"], args.episodes, dt, windows)
+    settings = dict(episodes=args.episodes, seconds=steps * dt, commands=spec["commands"], scene=spec["scene"] or
+                    policy.args.scene, push_newtons=spec["push_newtons"], push_seconds=PUSH_SECONDS,
+                    push_starts_s=[w[0] * dt for w in windows], seed=args.seed,
+                    randomization="off (domain randomization, obs noise, random pushes, action latency)")  # fmt: skip
+    result = dict(settings=settings, simulators=simulators, obs_max_abs_diff_numpy_vs_mjx=gap)
+    if name in BARS:
+        text, test = BARS[name]
+        result["bar"] = {sim: (text, bool(test(rows["overall"]))) for sim, rows in simulators.items()}
+    return result
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint file, or a run folder (its latest checkpoint)")
+    parser.add_argument("--scenario", nargs="+", default=["commands"], help=f"from: {' '.join(SCENARIOS)}, or all")
     parser.add_argument("--episodes", type=int, default=4, help="episodes per command")
-    parser.add_argument("--seconds", type=float, default=10.0, help="episode length (s)")
-    parser.add_argument("--commands", nargs="+", default=list(COMMANDS), help=f"from: {' '.join(COMMANDS)}")
-    parser.add_argument("--push-newtons", type=float, default=10.0, help="mid-episode push on the pelvis (0: none)")
+    parser.add_argument("--seconds", type=float, default=None, help="episode length (s) of `commands` (default 10)")
+    parser.add_argument("--commands", nargs="+", default=None, help=f"of `commands`, from: {' '.join(COMMANDS)}")
+    parser.add_argument("--push-newtons", type=float, default=None, help="`commands`' push (default 10; 0: none)")
     parser.add_argument("--mujoco", action="store_true", help="also run the episodes in plain MuJoCo (sim2sim)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="the JSON report")
     args = parser.parse_args(argv)
+    scenarios = list(SCENARIOS) if args.scenario == ["all"] else list(dict.fromkeys(args.scenario))
+    unknown = [c for c in scenarios if c not in SCENARIOS]
+    if unknown:
+        fail(f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(SCENARIOS)}, all)")
+    given = [f for f, v in (("--seconds", args.seconds), ("--commands", args.commands),
+                            ("--push-newtons", args.push_newtons)) if v is not None]  # fmt: skip
+    if given and "commands" not in scenarios:
+        fail(f"{', '.join(given)} set(s) the `commands` scenario, which --scenario {' '.join(scenarios)} does not run")
+    args.seconds = 10.0 if args.seconds is None else args.seconds
+    args.commands = list(COMMANDS) if args.commands is None else args.commands
+    args.push_newtons = 10.0 if args.push_newtons is None else args.push_newtons
     unknown = [c for c in args.commands if c not in COMMANDS]
     if unknown:
         fail(f"--commands: unknown {', '.join(unknown)} (known: {', '.join(COMMANDS)})")
     if args.episodes < 1 or args.seconds <= 0 or args.push_newtons < 0:
         fail("--episodes must be >= 1, --seconds > 0 and --push-newtons >= 0")
     policy = load_policy_or_exit(args.checkpoint)
-    dt = policy.module.CTRL_DT
-    steps = max(1, round(args.seconds / dt))
-    names = list(dict.fromkeys(args.commands))
-    commands = np.repeat(np.array([COMMANDS[n] for n in names], np.float32), args.episodes, axis=0)  # (E, 3)
-    forces = np.concatenate([push_forces(args.episodes, args.push_newtons)] * len(names))
-    pushed = args.push_newtons > 0
     print(f"evaluating {policy.path} ({policy.meta['algo']}, step {policy.meta['global_step']:,}): "
-          f"{len(names)} commands × {args.episodes} episodes × {steps * dt:g} s", flush=True)  # fmt: skip
-
-    mjx_rollout = rollout_mjx(policy, commands, forces, steps, args.seed)
-    final = mjx_rollout.pop("final")
-    simulators, gap = {"mjx": summarize(mjx_rollout, names, args.episodes, dt, pushed)}, None
-    if args.mujoco:
-        gap = obs_gap(policy, final)
-        print(f"sim2sim: numpy vs MJX actor observation at the MJX rollout's last states: max abs diff {gap:.1e}")
-        simulators["mujoco"] = summarize(rollout_mujoco(policy, commands, forces, steps, args.seed), names,
-                                         args.episodes, dt, pushed)  # fmt: skip
-    report = dict(
-        checkpoint=str(policy.path), algo=policy.meta["algo"], global_step=int(policy.meta["global_step"]),
-        settings=dict(episodes=args.episodes, seconds=steps * dt, commands={n: COMMANDS[n] for n in names},
-                      push_newtons=args.push_newtons, push_seconds=PUSH_SECONDS,
-                      push_window_s=[t * dt for t in push_schedule(steps, dt)], seed=args.seed,
-                      randomization="off (domain randomization, obs noise, random pushes, action latency)"),
-        simulators=simulators, obs_max_abs_diff_numpy_vs_mjx=gap,
-    )  # fmt: skip
-    print_table(report)
+          f"{', '.join(scenarios)}", flush=True)  # fmt: skip
+    results = {name: run_scenario(policy, name, scenario(name, policy, args), args) for name in scenarios}
+    report = dict(checkpoint=str(policy.path), algo=policy.meta["algo"], global_step=int(policy.meta["global_step"]),
+                  scenarios=results)  # fmt: skip
+    for name, result in results.items():
+        print_table(name, result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

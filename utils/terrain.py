@@ -4,7 +4,7 @@ Two fields with the same bump statistics (smoothed noise, ±2 cm, a correlation 
 the origin where episodes start):
 
     assets/rough_terrain.png   16 × 16 m, 205 × 205 samples (7.8 cm cells): scene_rough.xml, the evaluation ground
-    assets/terrain_train.png   20 × 20 m, 101 × 101 samples (20 cm cells): scene_terrain.xml, the training ground
+    assets/terrain_train.png   30 × 30 m, 151 × 151 samples (20 cm cells): scene_terrain.xml, the training ground
 
     python -m utils.terrain            # regenerate both PNGs (deterministic: fixed seeds)
 
@@ -24,14 +24,15 @@ from PIL import Image
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 FIELDS = {  # png -> (half size m, samples per side, seed)
     "rough_terrain.png": (8.0, 205, 0),
-    "terrain_train.png": (10.0, 101, 1),
+    "terrain_train.png": (15.0, 151, 1),
 }
 CORRELATION_M, LEVEL_RADIUS_M = 0.3, 0.3  # bump length scale; level square (half side) at the origin
 
 
 def smooth_field(half_size: float, samples: int, seed: int) -> np.ndarray:
     """(samples, samples) heights in [0, 1]: white noise smoothed by a Gaussian of CORRELATION_M (done in Fourier
-    space, so the field is the same bump statistics at any sampling), a level square at the origin at height 0.5."""
+    space, so the field is the same bump statistics at any sampling), a level square at the origin at height 0.5
+    (z = 0 in the scenes: the field's geom sits at -elevation / 2)."""
     rng = np.random.default_rng(seed)
     fine = max(samples, int(2 * half_size / 0.05))  # smooth on a ≤ 5 cm grid, then sample
     noise = rng.standard_normal((fine, fine))
@@ -40,7 +41,7 @@ def smooth_field(half_size: float, samples: int, seed: int) -> np.ndarray:
     field = np.real(np.fft.ifft2(np.fft.fft2(noise) * np.exp(-2 * (np.pi * CORRELATION_M / 2) ** 2 * (kx**2 + ky**2))))
     idx = np.round(np.linspace(0, fine - 1, samples)).astype(int)
     field = field[np.ix_(idx, idx)]
-    field = 0.5 + 0.5 * field / np.abs(field).max()  # [0, 1], 0.5 = the mid height
+    field = (field - field.min()) / (field.max() - field.min())  # [0, 1]: MuJoCo rescales a PNG to this range anyway
     xs = np.linspace(-half_size, half_size, samples)
     level = np.abs(xs) <= LEVEL_RADIUS_M
     field[np.ix_(level, level)] = 0.5
