@@ -82,7 +82,7 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
         (["--config", "corrupt.yaml"], "error: --config corrupt.yaml: cannot read"),
         (["--config", "unknown.yaml"], "error: --config unknown.yaml: unknown settings bogus_flag"),
         (["--resume", "garbage.msgpack"], "error: --resume garbage.msgpack: not a readable checkpoint"),
-        (["--resume", "other.msgpack"], "do not match this env's (44, 63, 11)"),
+        (["--resume", "other.msgpack"], "do not match this env's (44, 66, 11)"),
     ]
     for argv, message in cases:
         proc = run_script("ppo_mjx.py", *argv, cwd=tmp_path, timeout=120)

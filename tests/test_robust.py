@@ -164,3 +164,23 @@ def test_push_windows_and_recovery():
     out = evaluate.episode_metrics(tr, np.array([0.3, 0.0, 0.25]), dt, windows)
     assert (out["pushed"], out["recovered"]) == (3, 2) and out["push_recovery"] == pytest.approx(2 / 3)
     assert out["yaw_rate_radps"] == pytest.approx(0.2) and out["yaw_error_pct"] == pytest.approx(20.0)
+
+
+def test_scenarios_are_the_walking_bars():
+    """The scenarios' settings are SPEC.md's bars; turning sweeps the yaw range the training file advertises."""
+    from argparse import Namespace
+
+    from utils.checkpoint import load_policy
+
+    policy = load_policy(SHIPPED)
+    spec = {name: evaluate.scenario(name, policy, Namespace()) for name in evaluate.SCENARIOS if name != "commands"}
+    assert spec["long_walk"]["seconds"] >= 130 and spec["long_walk"]["commands"] == {"forward_0.4": (0.4, 0.0, 0.0)}
+    assert (spec["pushes"]["seconds"], spec["pushes"]["push_every_s"], spec["pushes"]["push_newtons"]) == (30, 5, 10)
+    assert spec["pushes"]["random_directions"] and spec["rough"]["scene"] == "assets/scene_rough.xml"
+    assert spec["bumpy"]["scene"] == "assets/scene_bumpy.xml" and spec["bumpy"]["seconds"] == 20
+    top = ppo_mjx.COMMAND_RANGE[2, 1]
+    turns = list(spec["turning"]["commands"].values())
+    assert max(c[2] for c in turns) == pytest.approx(top) and min(c[2] for c in turns) == pytest.approx(-top)
+    assert any(c[0] > 0 for c in turns)  # also turning while walking
+    standing = evaluate.BARS["pushes"][1]
+    assert standing({"falls": 2, "episodes": 20}) and not standing({"falls": 3, "episodes": 20})

@@ -34,11 +34,12 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def eval_report(ppo_verify_run, tmp_path_factory):
-    """evaluate on the verify run folder: 2 commands × 1 episode × 1 s, MJX and MuJoCo, with a push."""
+    """evaluate on the verify run folder: 2 commands × 1 episode × 1 s with a push, and the rough scenario (20 s on
+    scene_rough), MJX and MuJoCo."""
     run_dir, _ = ppo_verify_run
     out = tmp_path_factory.mktemp("eval") / "report.json"
-    argv = [str(run_dir), "--episodes", "1", "--seconds", "1", "--commands", "stand", "forward_0.3", "--mujoco",
-            "--out", str(out)]  # fmt: skip
+    argv = [str(run_dir), "--scenario", "commands", "rough", "--episodes", "1", "--seconds", "1", "--commands",
+            "stand", "forward_0.3", "--mujoco", "--out", str(out)]  # fmt: skip
     returned = evaluate.main(argv)
     return json.loads(out.read_text()), returned
 
@@ -47,9 +48,11 @@ def test_evaluate_writes_complete_report_in_both_simulators(eval_report, ppo_ver
     report, returned = eval_report
     assert report == json.loads(json.dumps(returned))  # the file is the whole report
     assert report["checkpoint"].endswith("ckpt_000002.msgpack")  # a run folder means its latest checkpoint
-    assert report["settings"]["episodes"] == 1 and report["settings"]["seconds"] == pytest.approx(1.0)
-    assert set(report["simulators"]) == {"mjx", "mujoco"}
-    for sim, rows in report["simulators"].items():
+    assert set(report["scenarios"]) == {"commands", "rough"}
+    result = report["scenarios"]["commands"]
+    assert result["settings"]["episodes"] == 1 and result["settings"]["seconds"] == pytest.approx(1.0)
+    assert set(result["simulators"]) == {"mjx", "mujoco"} and "bar" not in result
+    for sim, rows in result["simulators"].items():
         assert set(rows) == {"stand", "forward_0.3", "overall"}, sim
         for name, row in rows.items():
             assert row["episodes"] == (2 if name == "overall" else 1)
@@ -60,15 +63,26 @@ def test_evaluate_writes_complete_report_in_both_simulators(eval_report, ppo_ver
                 assert row[k] is not None and np.isfinite(row[k]), (sim, name, k)
             assert 0 <= row["torque_nm"] < 4.0 and 0 <= row["flight_pct"] <= 100 and 0 <= row["push_recovery"] <= 1
     # the same policy from the same start in both simulators stays close over 1 s of standing
-    mjx_row, mj_row = report["simulators"]["mjx"]["stand"], report["simulators"]["mujoco"]["stand"]
+    mjx_row, mj_row = result["simulators"]["mjx"]["stand"], result["simulators"]["mujoco"]["stand"]
     assert abs(mjx_row["torque_nm"] - mj_row["torque_nm"]) < 0.2
+
+
+def test_rough_scenario_runs_on_the_rough_scene(eval_report):
+    """20 s at 0.3 m/s on scene_rough in both simulators, with its bar; foot heights are above the bumpy ground."""
+    rough = eval_report[0]["scenarios"]["rough"]
+    assert rough["settings"]["scene"] == "assets/scene_rough.xml" and rough["settings"]["seconds"] == pytest.approx(20)
+    assert rough["settings"]["commands"] == {"forward_0.3": [0.3, 0.0, 0.0]} and rough["settings"]["push_starts_s"] == []
+    for sim, (text, met) in rough["bar"].items():
+        row = rough["simulators"][sim]["overall"]
+        assert text == "no falls" and met == (row["falls"] == 0)
+        assert row["push_recovery"] is None and row["distance_m"] >= 0
 
 
 def test_numpy_obs_equals_mjx_actor_obs(eval_report):
     """MujocoRunner.observe_data (numpy, from MjData) == WildRobotEnv.observe (MJX) at the MJX rollout's last states."""
-    report, _ = eval_report
-    assert report["obs_max_abs_diff_numpy_vs_mjx"] is not None
-    assert report["obs_max_abs_diff_numpy_vs_mjx"] < 1e-5
+    for result in eval_report[0]["scenarios"].values():  # flat and rough ground
+        assert result["obs_max_abs_diff_numpy_vs_mjx"] is not None
+        assert result["obs_max_abs_diff_numpy_vs_mjx"] < 1e-5
 
 
 def test_numpy_obs_layout(ppo_verify_run):
@@ -158,6 +172,11 @@ def test_bad_input_one_clear_line(ppo_verify_run, tmp_path):
         load_policy(tmp_path)
     with pytest.raises(SystemExit, match="error: --commands: unknown jump"):
         evaluate.main([str(run_dir), "--commands", "jump", "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="error: --scenario: unknown dance"):
+        evaluate.main([str(run_dir), "--scenario", "rough", "dance", "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="error: --seconds set.s. the `commands` scenario"):
+        evaluate.main([str(run_dir), "--scenario", "rough", "--seconds", "3", "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
     proc = run_module("utils.benchmark", "--variants", "nope.py", "--out", "b", cwd=tmp_path)
     assert "no training file nope.py" in error_line(proc) and not (tmp_path / "b").exists()
 

@@ -8,8 +8,10 @@ Scenarios (SPEC.md's walking bars; each prints whether its bar is met):
     commands   the fixed commands of --commands for --seconds, one --push-newtons push midway (the default scenario)
     long_walk  130 s at 0.4 m/s                                        bar: no falls
     pushes     30 s at 0.3 m/s, 10 N × 0.2 s every 5 s, random directions   bar: >= 90 % standing at the end
-    rough      20 s at 0.3 m/s on assets/scene_rough.xml (±2 cm)       bar: no falls
-    turning    yaw rates over the command range the policy's file advertises, in place and walking
+    rough      20 s at 0.3 m/s on assets/scene_rough.xml (smooth bumps, ±2 cm)   bar: no falls
+    bumpy      20 s at 0.3 m/s on assets/scene_bumpy.xml (20 cm cells, ±2 cm)   no falls (beyond SPEC's bars)
+    turning    yaw rates of 1/4 to all of the range the policy's file advertises (or --yaw-max), in place both ways
+               and walking at 0.3 m/s
                                                                        bar: mean yaw rate within 30 % of the command
 
 The policy is deterministic (the Gaussian's mean). Domain randomization, observation noise, random pushes and
@@ -57,7 +59,7 @@ PUSH_SECONDS, RECOVERY_SECONDS, SETTLE_SECONDS = 0.2, 2.0, 1.0
 METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "yaw_rate_radps", "yaw_error_pct", "torque_nm",
            "power_w", "clearance_m", "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
 TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact", "qpos", "qvel")  # per-step arrays
-SCENE_ROUGH = "assets/scene_rough.xml"
+SCENE_ROUGH, SCENE_BUMPY = "assets/scene_rough.xml", "assets/scene_bumpy.xml"
 
 
 def scenario(name: str, policy, args) -> dict:
@@ -72,18 +74,22 @@ def scenario(name: str, policy, args) -> dict:
     if name == "pushes":
         return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=30.0, push_every_s=5.0, push_newtons=10.0,
                            random_directions=True)  # fmt: skip
-    if name == "rough":
-        return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=20.0, scene=SCENE_ROUGH)
-    top = float(policy.module.COMMAND_RANGE[2, 1])  # the yaw rate the training file promises
-    yaws = {f"turn_{y:+.2f}": (0.0, 0.0, y) for y in (top / 2, top, -top)}
-    return walk | dict(commands=yaws | {f"walk_0.3_turn_{top:+.2f}": (0.3, 0.0, top)}, seconds=10.0)
+    if name in ("rough", "bumpy"):
+        scene = SCENE_ROUGH if name == "rough" else SCENE_BUMPY
+        return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=20.0, scene=scene)
+    top = getattr(args, "yaw_max", None) or float(policy.module.COMMAND_RANGE[2, 1])  # what the file promises
+    yaws = [round(f * top, 3) for f in (0.25, 0.5, 0.75, 1.0)]
+    commands = {f"{kind}turn_{s * y:+g}": (vx, 0.0, s * y) for y in yaws
+                for kind, vx, s in (("", 0.0, 1), ("", 0.0, -1), ("walk_0.3_", 0.3, 1))}  # fmt: skip
+    return walk | dict(commands=commands, seconds=10.0)
 
 
-SCENARIOS = ("commands", "long_walk", "pushes", "rough", "turning")
+SCENARIOS = ("commands", "long_walk", "pushes", "rough", "bumpy", "turning")
 BARS = {  # scenario -> (text, test of the overall row)
     "long_walk": ("no falls", lambda row: row["falls"] == 0),
     "pushes": (">= 90 % standing at the end", lambda row: row["falls"] <= 0.1 * row["episodes"]),
     "rough": ("no falls", lambda row: row["falls"] == 0),
+    "bumpy": ("no falls", lambda row: row["falls"] == 0),
     "turning": ("yaw rate within 30 % of every command", lambda row: row["worst_yaw_error_pct"] <= 30.0),
 }
 
@@ -421,6 +427,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=None, help="episode length (s) of `commands` (default 10)")
     parser.add_argument("--commands", nargs="+", default=None, help=f"of `commands`, from: {' '.join(COMMANDS)}")
     parser.add_argument("--push-newtons", type=float, default=None, help="`commands`' push (default 10; 0: none)")
+    parser.add_argument("--yaw-max", type=float, default=None, help="`turning` up to this yaw rate instead (rad/s)")
     parser.add_argument("--mujoco", action="store_true", help="also run the episodes in plain MuJoCo (sim2sim)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="the JSON report")
@@ -439,8 +446,8 @@ def main(argv=None):
     unknown = [c for c in args.commands if c not in COMMANDS]
     if unknown:
         fail(f"--commands: unknown {', '.join(unknown)} (known: {', '.join(COMMANDS)})")
-    if args.episodes < 1 or args.seconds <= 0 or args.push_newtons < 0:
-        fail("--episodes must be >= 1, --seconds > 0 and --push-newtons >= 0")
+    if args.episodes < 1 or args.seconds <= 0 or args.push_newtons < 0 or (args.yaw_max or 1) <= 0:
+        fail("--episodes must be >= 1, --seconds > 0, --push-newtons >= 0 and --yaw-max > 0")
     policy = load_policy_or_exit(args.checkpoint)
     print(f"evaluating {policy.path} ({policy.meta['algo']}, step {policy.meta['global_step']:,}): "
           f"{', '.join(scenarios)}", flush=True)  # fmt: skip
