@@ -13,6 +13,8 @@
 # Usage there: NUM_ENVS=8192 TRAIN_SECONDS=430 TOTAL=100000000 CKPT=50 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
 # The two AMP runs in docs/amp.md (checkpoints at 1/3, 2/3 and the end of 100M steps; 6 min each):
 #   SKIP_PHYSICS=1 NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=205 bash scripts/gpu_ppo.sh ppo_amp_mjx.py --num-minibatches 16 [--disc-updates 8]
+# Robust walking from scratch on the training ground (docs/robustness.md; not yet run on a GPU):
+#   NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=100 bash scripts/gpu_ppo.sh ppo_mjx.py --scene assets/scene_terrain.xml
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true
 NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
