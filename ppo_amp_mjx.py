@@ -71,8 +71,7 @@ class Args:
     eval_episodes: int = 16
     """parallel episodes of the deterministic policy evaluated at the end of training"""
     init_policy: str | None = None
-    """fine-tune: start from a checkpoint's actor and observation normalizer (e.g. assets/policies/*.msgpack) with a
-    fresh critic; --critic-warmup-iterations lets the critic learn first"""
+    """fine-tune from a checkpoint's actor and obs normalizer (e.g. assets/policies/*.msgpack), with a fresh critic"""
 
     # Environment
     scene: str = "assets/scene_flat.xml"
@@ -311,11 +310,8 @@ NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 
 
 def heightfield_surface(elevation, size, xy):
-    """Height (...,) of a heightfield's surface over points xy (..., 2) in its own frame, as MuJoCo collides it.
-
-    elevation (nrow, ncol) in [0, 1] (row = y, col = x); size = the hfield's (x half, y half, elevation, base). Each
-    cell is two triangles split along the diagonal from (col, row) to (col + 1, row + 1); outside: the border cells.
-    """
+    """Height (...,) over points xy (..., 2) in a heightfield's frame (elevation (nrow, ncol) in [0, 1], size (4,)):
+    each cell is two triangles split along the diagonal (col, row)-(col + 1, row + 1), as MuJoCo collides them."""
     nrow, ncol = elevation.shape
     u = (xy[..., 0] + size[0]) / (2 * size[0]) * (ncol - 1)  # fractional column
     v = (xy[..., 1] + size[1]) / (2 * size[1]) * (nrow - 1)  # fractional row
@@ -341,7 +337,6 @@ class Randomization:
     force_limit: jax.Array  # (A,)
     pose_offset: jax.Array  # (A,)  calibration error of the default pose
     rough: jax.Array  # ()  bool: this episode walks on the scene's heightfield (else on its flat floor)
-    terrain_yaw: jax.Array  # ()  the heightfield's turn about the origin (rad): other bumps each episode
 
 
 @struct.dataclass
@@ -408,18 +403,14 @@ class WildRobotEnv:
         self.soles = np.array([m.geom(g).id for g in SOLES])
         self.gyro_adr = m.sensor_adr[m.sensor("gyro").id]
         self.linvel_adr = m.sensor_adr[m.sensor("local_linvel").id]
-        # the ground: a floor plane and/or one heightfield (its elevations (nrow, ncol), row = y, col = x)
-        kinds = {t: [g for g in range(m.ngeom) if m.geom_type[g] == t and m.geom_bodyid[g] == 0]
-                 for t in (mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD)}  # fmt: skip
-        self.plane = kinds[mujoco.mjtGeom.mjGEOM_PLANE][0] if kinds[mujoco.mjtGeom.mjGEOM_PLANE] else None
-        self.hfield = kinds[mujoco.mjtGeom.mjGEOM_HFIELD][0] if kinds[mujoco.mjtGeom.mjGEOM_HFIELD] else None
+        # the ground (world geoms): a floor plane and/or a heightfield, its elevations (nrow, ncol) row = y, col = x
+        ground, kind = {int(m.geom_type[g]): g for g in range(m.ngeom) if m.geom_bodyid[g] == 0}, mujoco.mjtGeom
+        self.plane, self.hfield = ground.get(int(kind.mjGEOM_PLANE)), ground.get(int(kind.mjGEOM_HFIELD))
         if self.hfield is not None:
             h = m.geom_dataid[self.hfield]
             adr, shape = m.hfield_adr[h], (m.hfield_nrow[h], m.hfield_ncol[h])
             self.hfield_data = jp.asarray(m.hfield_data[adr : adr + shape[0] * shape[1]].reshape(shape))
             self.hfield_size = jp.asarray(m.hfield_size[h])
-            if not np.allclose(m.geom_quat[self.hfield], [1, 0, 0, 0]):
-                raise ValueError(f"{args.scene}: the heightfield geom must not be rotated (the env turns it)")
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         # AMP: the discriminator does not see a waist the clips hold still: a heavier pose weight holds it instead
@@ -457,12 +448,11 @@ class WildRobotEnv:
         nominal = Randomization(
             jp.float32(NOMINAL_FRICTION), jp.ones(m.nbody), jp.float32(0.0), jp.asarray(m.dof_frictionloss),
             jp.asarray(m.dof_armature), jp.asarray(m.dof_damping), jp.asarray(m.actuator_gainprm[:, 0]),
-            jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu), jp.bool_(True), jp.float32(0.0))  # fmt: skip
+            jp.asarray(m.actuator_forcerange[:, 1]), jp.zeros(m.nu), jp.bool_(True))  # fmt: skip
         # the ground is the task, not a physics error: drawn with domain randomization on or off
-        k_rough, k_yaw, rng = jax.random.split(rng, 3)
-        terrain = dict(rough=jax.random.uniform(k_rough) < self.args.rough_share,
-                       terrain_yaw=jax.random.uniform(k_yaw, (), maxval=2 * jp.pi))  # fmt: skip
-        nominal = nominal.replace(**terrain) if self.hfield is not None and self.plane is not None else nominal
+        k_rough, rng = jax.random.split(rng)
+        if self.hfield is not None and self.plane is not None:
+            nominal = nominal.replace(rough=jax.random.uniform(k_rough) < self.args.rough_share)
         if not self.args.domain_randomization:
             return nominal
         keys = dict(zip(RANDOMIZATION, jax.random.split(rng, len(RANDOMIZATION))))
@@ -482,36 +472,24 @@ class WildRobotEnv:
             actuator_gainprm=self.model.actuator_gainprm.at[:, 0].set(r.kp),
             actuator_biasprm=self.model.actuator_biasprm.at[:, 1].set(-r.kp),
             actuator_forcerange=jp.stack([-r.force_limit, r.force_limit], axis=-1),
-            geom_pos=self.ground_pos(r), geom_quat=self.ground_quat(r),
+            geom_pos=self.ground_pos(r),
         )  # fmt: skip
 
-    # --- the ground: the active one of floor and heightfield, the field turned about the origin ----------------------
-    def ground_pos(self, r: Randomization) -> jax.Array:  # (ngeom, 3)
-        pos = self.model.geom_pos
-        if self.plane is not None and self.hfield is not None:
-            pos = pos.at[self.plane, 2].add(jp.where(r.rough, -SUNK, 0.0))
-            pos = pos.at[self.hfield, 2].add(jp.where(r.rough, 0.0, -SUNK))
-        return pos
-
-    def ground_quat(self, r: Randomization) -> jax.Array:  # (ngeom, 4)
-        if self.hfield is None:
-            return self.model.geom_quat
-        turn = jp.array([jp.cos(r.terrain_yaw / 2), 0.0, 0.0, jp.sin(r.terrain_yaw / 2)])
-        return self.model.geom_quat.at[self.hfield].set(turn)  # the field's own quat is the identity (asserted)
+    # --- the ground: on a scene with both, the floor or the heightfield is sunk by SUNK each episode -----------------
+    def ground_pos(self, r: Randomization) -> jax.Array:  # geom_pos (ngeom, 3)
+        if self.plane is None or self.hfield is None:
+            return self.model.geom_pos
+        return self.model.geom_pos.at[self.plane, 2].add(-SUNK * r.rough).at[self.hfield, 2].add(-SUNK * ~r.rough)
 
     def ground_height(self, r: Randomization, xy: jax.Array) -> jax.Array:
-        """Height of the ground under points xy (..., 2) in this episode (the higher of floor and heightfield)."""
+        """Height (...,) of the ground under points xy (..., 2) this episode: the higher of floor and heightfield."""
         pos = self.ground_pos(r)
-        height = jp.full(xy.shape[:-1], -jp.inf)
-        if self.plane is not None:
-            height = jp.maximum(height, pos[self.plane, 2])
-        if self.hfield is not None:
-            c, s = jp.cos(r.terrain_yaw), jp.sin(r.terrain_yaw)
-            d = xy - pos[self.hfield, :2]
-            local = jp.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], -1)  # world -> field
+        height = jp.full(xy.shape[:-1], -1.0 if self.plane is None else pos[self.plane, 2])
+        if self.hfield is not None:  # (the field's geom is not rotated in the scenes)
+            local = xy - pos[self.hfield, :2]
             field = pos[self.hfield, 2] + heightfield_surface(self.hfield_data, self.hfield_size, local)
-            inside = (jp.abs(local) <= self.hfield_size[:2]).all(-1)
-            height = jp.maximum(height, jp.where(inside, field, -1.0))  # beyond its edge: nothing (1 m down)
+            inside = (jp.abs(local) <= self.hfield_size[:2]).all(-1)  # beyond its edge: nothing (1 m down)
+            height = jp.maximum(height, jp.where(inside, field, -1.0))
         return height
 
     def feet_height(self, data, r: Randomization) -> jax.Array:
@@ -567,12 +545,11 @@ class WildRobotEnv:
         target = self.default_pose + info.rand.pose_offset + self.args.action_scale * applied
         data = state.data.replace(ctrl=jp.clip(target, self.ctrl_range[:, 0], self.ctrl_range[:, 1]))
         # push: a horizontal force on the pelvis, 0-push_newtons N in a random direction, for 3-10 control steps
-        # (0.06-0.2 s: up to 3 N·s at 15 N, 1.5x the evaluation's 10 N × 0.2 s), every 100-250 steps (2-5 s)
+        # (0.06-0.2 s; the evaluation's push is 10 N for 0.2 s), every 100-250 steps (2-5 s)
         k_dir, k_size, k_len = jax.random.split(k_push, 3)
-        angle = jax.random.uniform(k_dir, (), maxval=2 * jp.pi)
-        force = jax.random.uniform(k_size, (), maxval=self.args.push_newtons) * jp.stack(
-            [jp.cos(angle), jp.sin(angle), 0.0])  # fmt: skip
-        new_push = info.push_countdown <= 0
+        angle, new_push = jax.random.uniform(k_dir, (), maxval=2 * jp.pi), info.push_countdown <= 0
+        size = jax.random.uniform(k_size, (), maxval=self.args.push_newtons)
+        force = size * jp.stack([jp.cos(angle), jp.sin(angle), 0.0])
         push_left = jp.where(new_push, jax.random.randint(k_len, (), 3, 11), info.push_left)
         push_force = jp.where(self.args.push & (push_left > 0), jp.where(new_push, force, info.push_force), 0.0)
         if self.args.push:  # else xfrc_applied is the caller's (utils.evaluate applies its own pushes)
@@ -985,17 +962,15 @@ def read_checkpoint(path) -> dict:
 def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
     """(actor params, observation normalizer) of any checkpoint's policy entry (a run's or a policy-only file, of
     either training file), checked against this file's Actor; one clear error line if it does not fit."""
+    if not Path(path).is_file():
+        fail(f"--init-policy {path}: no such file")
     try:
         payload = serialization.msgpack_restore(Path(path).read_bytes())
-        meta, saved = payload["meta"], payload["policy"]
-        actor, norm = saved["actor"], saved["obs_norm"]
+        assert payload["meta"]["format"] == CHECKPOINT_FORMAT, f"not {CHECKPOINT_FORMAT}"
+        actor, norm = payload["policy"]["actor"], payload["policy"]["obs_norm"]
         norm = Normalizer(**{k: jp.asarray(norm[k], jp.float32) for k in ("mean", "var", "count")})
-    except FileNotFoundError:
-        fail(f"--init-policy {path}: no such file")
-    except Exception as e:  # garbage, or a file without the entries
+    except Exception as e:  # garbage, another format, or a file without the entries
         fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        fail(f"--init-policy {path}: not a {CHECKPOINT_FORMAT} checkpoint")
     template = jax.eval_shape(Actor(WildRobotEnv.ACTION_SIZE, args.min_std).init, jax.random.PRNGKey(0),
                               jp.zeros(WildRobotEnv.OBS_SIZE))["params"]  # fmt: skip
     shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
@@ -1283,8 +1258,7 @@ def main(args: Args):
     if args.init_policy and not args.resume:  # fine-tuning: the actor and its normalizer from a policy, a new critic
         actor_params, obs_norm = read_policy(args.init_policy, args)
         runner_state = runner_state.replace(params=runner_state.params | {"actor": actor_params}, obs_norm=obs_norm)
-        print(f"actor and observation normalizer from {args.init_policy}; critic-only for the first "
-              f"{args.critic_warmup_iterations} iterations")
+        print(f"actor, obs normalizer: {args.init_policy}; critic only for {args.critic_warmup_iterations} iterations")
     step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
     compile_seconds = time.time() - start
     print(f"compiled in {compile_seconds:.1f} s")
