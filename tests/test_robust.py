@@ -121,7 +121,7 @@ def test_init_policy_and_critic_warmup(tmp_path):
     proc = run_script("ppo_mjx.py", "--verify", "--init-policy", str(SHIPPED), "--critic-warmup-iterations", "1",
                       cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "actor and observation normalizer from" in proc.stdout
+    assert f"actor, obs normalizer: {SHIPPED}; critic only for 1 iterations" in proc.stdout
     shipped = serialization.msgpack_restore(SHIPPED.read_bytes())["policy"]
     ckpts = sorted((tmp_path / "runs").glob("*/checkpoints/ckpt_*.msgpack"))
     first, second = (serialization.msgpack_restore(p.read_bytes())["policy"] for p in ckpts)
