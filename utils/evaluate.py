@@ -46,6 +46,7 @@ import mujoco
 import numpy as np
 
 from utils.checkpoint import ROOT, fail, load_policy_or_exit
+from utils.robot import SCENE_BUMPY, SCENE_ROUGH
 
 COMMANDS = {  # name -> (vx m/s, vy m/s, yaw rate rad/s)
     "stand": (0.0, 0.0, 0.0),
@@ -59,7 +60,6 @@ PUSH_SECONDS, RECOVERY_SECONDS, SETTLE_SECONDS = 0.2, 2.0, 1.0
 METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "yaw_rate_radps", "yaw_error_pct", "torque_nm",
            "power_w", "clearance_m", "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
 TRACE = ("pos", "linvel", "yaw_rate", "torque", "joint_vel", "foot_z", "contact", "qpos", "qvel")  # per-step arrays
-SCENE_ROUGH, SCENE_BUMPY = "assets/scene_rough.xml", "assets/scene_bumpy.xml"
 
 
 def scenario(name: str, policy, args) -> dict:
@@ -75,7 +75,7 @@ def scenario(name: str, policy, args) -> dict:
         return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=30.0, push_every_s=5.0, push_newtons=10.0,
                            random_directions=True)  # fmt: skip
     if name in ("rough", "bumpy"):
-        scene = SCENE_ROUGH if name == "rough" else SCENE_BUMPY
+        scene = str((SCENE_ROUGH if name == "rough" else SCENE_BUMPY).relative_to(ROOT))  # relative, like Args.scene
         return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=20.0, scene=scene)
     top = getattr(args, "yaw_max", None) or float(policy.module.COMMAND_RANGE[2, 1])  # what the file promises
     yaws = [round(f * top, 3) for f in (0.25, 0.5, 0.75, 1.0)]

@@ -19,6 +19,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ROBOT_XML = ASSETS / "wildrobot.xml"
 SCENE_FLAT = ASSETS / "scene_flat.xml"
 SCENE_ROUGH = ASSETS / "scene_rough.xml"
+SCENE_TERRAIN = ASSETS / "scene_terrain.xml"  # the training ground (floor + heightfield)
+SCENE_BUMPY = ASSETS / "scene_bumpy.xml"
+SCENES = (SCENE_FLAT, SCENE_ROUGH, SCENE_TERRAIN, SCENE_BUMPY)  # every scene that carries the `home` keyframe
 MOTIONS_DIR = ASSETS / "motions"
 
 # qpos[7:] order == actuator order
@@ -84,7 +87,7 @@ def write_keyframes(qpos: np.ndarray, ctrl: np.ndarray) -> None:
         f'<key name="home" qpos="{" ".join(f"{x:.6g}" for x in qpos)}"\n'
         f'         ctrl="{" ".join(f"{x:.6g}" for x in ctrl)}"/>'
     )
-    for scene in (SCENE_FLAT, SCENE_ROUGH):
+    for scene in SCENES:
         if not scene.exists():
             continue
         text = scene.read_text()
