@@ -6,22 +6,22 @@ tracked with damped-least-squares IK on the MJCF (free root included); then each
 lowest sole touches the floor. Positions are kept up to one global yaw that turns the subject to face +x.
 
     python -m utils.bvh walk.bvh --out assets/motions/walk_bvh.npz            # --scale auto, --fps 50
-    python -m utils.bvh walk.bvh --out walk.npz --scale 0.0056 --up y --command 0.3 0 0
+    python -m utils.bvh walk.bvh --out walk.npz --scale 0.0056 --up y --command forward_0.3   # or VX VY YAW
 
 Format reference: https://research.cs.wisc.edu/graphics/Courses/cs-838-1999/Jeff/BVH.html
 """
 
 import argparse
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from utils.gait import finite_qvel, rotation_error, yaw_matrix
-from utils.motions import feet_kinematics, save_motions
+from utils.cli import add_command, command_arg, fail
+from utils.kinematics import feet_kinematics, finite_qvel, rotation_error, yaw_matrix
+from utils.motions import save_motions
 from utils.robot import FEET_SITES, JOINT_NAMES, SCENE_FLAT, load_model
 
 # human joint names tried in order: CMU BVH (LeftUpLeg), CMU ASF (lfemur), Mixamo-like, generic
@@ -250,14 +250,14 @@ def main():
     parser.add_argument("--scale", default="auto", help="'auto' (leg-length ratio) or metres per BVH unit")
     parser.add_argument("--fps", type=float, default=50.0)
     parser.add_argument("--up", choices=("x", "y", "z"), default="y", help="the BVH's up axis (CMU: y)")
-    parser.add_argument("--command", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="vx vy yaw_rate of the clip")
+    add_command(parser, "stand", "the clip's command")
     args = parser.parse_args()
+    command = command_arg(args.command)
     try:
         scale = None if args.scale == "auto" else float(args.scale)
-        out, scale = convert(args.bvh, args.out, scale, args.fps, args.up, tuple(args.command))
+        out, scale = convert(args.bvh, args.out, scale, args.fps, args.up, command)
     except (BVHError, ValueError, OSError) as err:
-        print(f"{args.bvh}: {err}" if not str(err).startswith(str(args.bvh)) else str(err), file=sys.stderr)
-        sys.exit(1)
+        fail(f"{args.bvh}: {err}" if not str(err).startswith(str(args.bvh)) else str(err))
     print(f"wrote {out} (scale {scale:.5f} m per BVH unit)")
 
 

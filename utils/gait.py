@@ -7,7 +7,8 @@ by 5-10 cm); damped-least-squares IK on the MJCF turns CoM / pelvis / feet targe
 included).
 
     python -m utils.gait --out assets/motions/wildrobot_walk.npz      # the shipped command grid (11 clips, 77 s)
-    python -m utils.gait --out /tmp/fwd.npz --vx 0.3 --seconds 6       # one clip for one command
+    python -m utils.gait --out /tmp/fwd.npz --command forward_0.3 --seconds 6     # one clip for one command
+    python -m utils.gait --out /tmp/arc.npz --command 0.3 0 0.25                    # (vx, vy, yaw rate)
 
 Kajita et al., "Biped walking pattern generation by using preview control of zero-moment point", ICRA 2003.
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from utils.cli import COMMANDS, command_arg, command_name
+from utils.kinematics import G, finite_qvel, multibody_zmp, rotation_error, yaw_matrix
+from utils.motions import save_motions
 from utils.robot import FEET_SITES, JOINT_NAMES, SCENE_FLAT, load_model
 
-G = 9.81
 FPS = 50.0
 DT = 1.0 / FPS
 WAIST = JOINT_NAMES.index("waist_yaw")
@@ -46,20 +49,8 @@ class GaitParams:
     preview: float = 1.6  # s, ZMP preview horizon
 
 
-# the shipped grid: (name, vx, vy, yaw_rate)
-GRID = (
-    ("stand", 0.0, 0.0, 0.0),
-    ("forward_0.1", 0.1, 0.0, 0.0),
-    ("forward_0.2", 0.2, 0.0, 0.0),
-    ("forward_0.3", 0.3, 0.0, 0.0),
-    ("forward_0.4", 0.4, 0.0, 0.0),
-    ("forward_0.5", 0.5, 0.0, 0.0),
-    ("backward_0.2", -0.2, 0.0, 0.0),
-    ("left_0.15", 0.0, 0.15, 0.0),
-    ("right_0.15", 0.0, -0.15, 0.0),
-    ("turn_left_0.5", 0.0, 0.0, 0.5),
-    ("turn_right_0.5", 0.0, 0.0, -0.5),
-)
+# the shipped grid: (name, vx, vy, yaw_rate), the command catalog of utils/cli.py
+GRID = tuple((name, *command) for name, command in COMMANDS.items())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,20 +101,6 @@ def preview_com(zmp_ref: np.ndarray, zc: float, horizon: int, com0: np.ndarray) 
 # ---------------------------------------------------------------------------------------------------------------
 # footstep plan, ZMP reference and swing-foot trajectories
 # ---------------------------------------------------------------------------------------------------------------
-def yaw_matrix(yaw: float) -> np.ndarray:
-    """3x3 rotation about the world z axis."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def rotation_error(xmat: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rotation vector (world frame) that turns the frame `xmat` (9,) into `target` (3, 3)."""
-    quat, err = np.zeros(4), np.zeros(3)
-    mujoco.mju_mat2Quat(quat, (target @ xmat.reshape(3, 3).T).ravel())
-    mujoco.mju_quat2Vel(err, quat, 1.0)
-    return err
-
-
 def yaw_rot(yaw: float) -> np.ndarray:
     return yaw_matrix(yaw)[:2, :2]
 
@@ -263,48 +240,6 @@ class IK:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# multibody quantities shared with the quality report
-# ---------------------------------------------------------------------------------------------------------------
-def finite_qvel(model: mujoco.MjModel, qpos: np.ndarray, dt: float) -> np.ndarray:
-    """qvel (T, nv) by central differences with mj_differentiatePos (free-joint convention), one-sided at the ends."""
-    t = len(qpos)
-    qvel = np.zeros((t, model.nv))
-    if t < 2:
-        return qvel
-    for i in range(t):
-        a, b = max(i - 1, 0), min(i + 1, t - 1)
-        mujoco.mj_differentiatePos(model, qvel[i], dt * (b - a), qpos[a], qpos[b])
-    return qvel
-
-
-def centroidal(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray):
-    """CoM (T, 3), CoM velocity (T, 3) and angular momentum about the CoM (T, 3), world frame."""
-    d = mujoco.MjData(model)
-    com, vel, mom = (np.zeros((len(qpos), 3)) for _ in range(3))
-    for i in range(len(qpos)):
-        d.qpos[:], d.qvel[:] = qpos[i], qvel[i]
-        mujoco.mj_forward(model, d)
-        mujoco.mj_subtreeVel(model, d)
-        com[i], vel[i], mom[i] = d.subtree_com[1], d.subtree_linvel[1], d.subtree_angmom[1]
-    return com, vel, mom
-
-
-def multibody_zmp(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, dt: float) -> np.ndarray:
-    """ZMP (T, 2) on the floor z = 0 from the centroidal momentum rate plus gravity (the whole multibody, not LIPM).
-
-    The floor wrench is F = M (dv_com/dt + g ez) and, about the CoM, (p - com) x F + tau_z ez = dL/dt; solving the
-    horizontal components for p with p_z = 0 gives the expressions below.
-    """
-    mass = model.body_subtreemass[1]
-    com, vel, mom = centroidal(model, qpos, qvel)
-    force = mass * np.gradient(vel, dt, axis=0) + np.array([0.0, 0.0, mass * G])
-    dmom = np.gradient(mom, dt, axis=0)
-    px = com[:, 0] - (com[:, 2] * force[:, 0] + dmom[:, 1]) / force[:, 2]
-    py = com[:, 1] - (com[:, 2] * force[:, 1] - dmom[:, 0]) / force[:, 2]
-    return np.stack([px, py], axis=1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # one clip
 # ---------------------------------------------------------------------------------------------------------------
 def generate_clip(model, command, seconds: float, p: GaitParams = GaitParams(), passes: int = 6):
@@ -369,19 +304,16 @@ def generate(grid=GRID, seconds: float = 7.0, p: GaitParams = GaitParams()):
 
 
 def main():
-    from utils.motions import save_motions  # here, not at the top: utils.motions imports this module
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output .npz")
     parser.add_argument("--seconds", type=float, default=7.0, help="length of each clip")
-    parser.add_argument("--vx", type=float, default=None, help="one clip with this command instead of the grid")
-    parser.add_argument("--vy", type=float, default=0.0)
-    parser.add_argument("--yaw-rate", type=float, default=0.0)
+    parser.add_argument("--command", nargs="+", default=None, metavar="NAME | VX VY YAW",
+                        help="one clip with this command (a name, utils/cli.py, or m/s m/s rad/s) instead of the grid")
     args = parser.parse_args()
     grid = GRID
-    if args.vx is not None or args.vy or args.yaw_rate:
-        vx = args.vx or 0.0
-        grid = ((f"cmd_{vx:g}_{args.vy:g}_{args.yaw_rate:g}", vx, args.vy, args.yaw_rate),)
+    if args.command:
+        command = command_arg(args.command)
+        grid = ((command_name(command), *command),)
     save_motions(args.out, **generate(grid, args.seconds))
     print(f"wrote {args.out}")
 

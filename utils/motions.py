@@ -22,17 +22,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported, or `render` gets no headless GL context
+import mujoco
+import numpy as np
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-
-from utils.gait import multibody_zmp  # noqa: E402
-from utils.robot import FEET_SITES, JOINT_NAMES, SCENE_FLAT, SOLE_GEOMS, load_model  # noqa: E402
+from utils.cli import EXIT_CHECK, add_size, fail
+from utils.kinematics import CONTACT_Z, convex_hull, feet_kinematics, heading, inside_hull, multibody_zmp, sole_contact
+from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
 
 NQ, NV = 7 + len(JOINT_NAMES), 6 + len(JOINT_NAMES)
 LIMIT_TOL = 1e-3  # rad beyond the MJCF range that is still accepted (float32 rounding)
-CONTACT_Z = 0.002  # m: a sole whose lowest corner is this close to the floor is in contact
 KEYS = ("fps", "qpos", "qvel", "joint_names", "clip_names", "clip_starts", "clip_lengths", "clip_commands")
 
 
@@ -67,68 +65,68 @@ def _joint_ranges() -> np.ndarray:
 
 
 def _load_one(path: Path, ranges: np.ndarray) -> dict:
-    def fail(problem: str):
+    def reject(problem: str):
         raise MotionFileError(f"{path}: {problem}")
 
     if not path.is_file():
-        fail("missing file (no such file)")
+        reject("missing file (no such file)")
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # np.load would take any other file for a pickle
-            fail("not an .npz archive (expected a zip file written by np.savez)")
+            reject("not an .npz archive (expected a zip file written by np.savez)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             raw = {k: npz[k] for k in KEYS if k in npz.files}
     except ValueError as err:  # np.load raises ValueError on object arrays when allow_pickle=False
         if "pickle" in str(err):
-            fail("contains pickled object arrays (refused: loading them could run code)")
-        fail(f"not a readable .npz ({err})")
+            reject("contains pickled object arrays (refused: loading them could run code)")
+        reject(f"not a readable .npz ({err})")
     except (OSError, EOFError) as err:
-        fail(f"not a readable .npz ({err})")
+        reject(f"not a readable .npz ({err})")
     missing = [k for k in KEYS if k not in raw]
     if missing:
-        fail(f"missing keys {missing}")
+        reject(f"missing keys {missing}")
     for key, value in raw.items():
         if value.dtype == object:
-            fail(f"{key} is an object array")
+            reject(f"{key} is an object array")
     if raw["fps"].shape != () or not np.issubdtype(raw["fps"].dtype, np.number):
-        fail(f"fps must be a numeric scalar, got shape {raw['fps'].shape}")
+        reject(f"fps must be a numeric scalar, got shape {raw['fps'].shape}")
     fps = float(raw["fps"])
     if not np.isfinite(fps) or fps <= 0:
-        fail(f"fps must be positive, got {fps}")
+        reject(f"fps must be positive, got {fps}")
     qpos, qvel = raw["qpos"], raw["qvel"]
     if qpos.ndim != 2 or qpos.shape[1] != NQ:
-        fail(f"wrong shape: qpos is {qpos.shape}, expected [T, {NQ}]")
+        reject(f"wrong shape: qpos is {qpos.shape}, expected [T, {NQ}]")
     if qvel.shape != (qpos.shape[0], NV):
-        fail(f"wrong shape: qvel is {qvel.shape}, expected [{qpos.shape[0]}, {NV}]")
+        reject(f"wrong shape: qvel is {qvel.shape}, expected [{qpos.shape[0]}, {NV}]")
     names = raw["joint_names"]
     if names.dtype.kind != "U" or tuple(names.tolist()) != JOINT_NAMES:
-        fail(f"wrong joint names (another robot?): {names.tolist()} != {list(JOINT_NAMES)}")
+        reject(f"wrong joint names (another robot?): {names.tolist()} != {list(JOINT_NAMES)}")
     n_clips = len(raw["clip_names"])
     if qpos.shape[0] == 0 or n_clips == 0:
-        fail(f"empty: {qpos.shape[0]} frames, {n_clips} clips")
+        reject(f"empty: {qpos.shape[0]} frames, {n_clips} clips")
     if raw["clip_names"].dtype.kind != "U" or raw["clip_names"].ndim != 1:
-        fail("clip_names must be a 1-D string array")
+        reject("clip_names must be a 1-D string array")
     for key, shape in (("clip_starts", (n_clips,)), ("clip_lengths", (n_clips,)), ("clip_commands", (n_clips, 3))):
         if raw[key].shape != shape or not np.issubdtype(raw[key].dtype, np.number):
-            fail(f"wrong shape: {key} is {raw[key].shape} {raw[key].dtype}, expected {list(shape)}")
+            reject(f"wrong shape: {key} is {raw[key].shape} {raw[key].dtype}, expected {list(shape)}")
     for key in ("qpos", "qvel", "clip_commands"):
         bad = ~np.isfinite(raw[key])
         if bad.any():
             frame = np.argwhere(bad)[0]
-            fail(f"non-finite values (NaN/inf) in {key}, first at index {frame.tolist()}")
+            reject(f"non-finite values (NaN/inf) in {key}, first at index {frame.tolist()}")
     norm = np.linalg.norm(qpos[:, 3:7].astype(np.float64), axis=1)
     if np.abs(norm - 1).max() > 1e-3:
-        fail(f"root quaternion not unit length (|q| = {norm[np.argmax(np.abs(norm - 1))]:.4f}); expected wxyz")
+        reject(f"root quaternion not unit length (|q| = {norm[np.argmax(np.abs(norm - 1))]:.4f}); expected wxyz")
     starts, lengths = raw["clip_starts"].astype(np.int64), raw["clip_lengths"].astype(np.int64)
     if (lengths <= 0).any() or (starts < 0).any() or (starts + lengths > qpos.shape[0]).any():
-        fail(f"clip boundaries out of range for {qpos.shape[0]} frames: starts {starts}, lengths {lengths}")
+        reject(f"clip boundaries out of range for {qpos.shape[0]} frames: starts {starts}, lengths {lengths}")
     joints = qpos[:, 7:].astype(np.float64)
     below, above = ranges[:, 0] - LIMIT_TOL - joints, joints - ranges[:, 1] - LIMIT_TOL
     excess = np.maximum(below, above)
     if (excess > 0).any():
         t, j = np.unravel_index(np.argmax(excess), excess.shape)
         value, limits = joints[t, j], ranges[j].tolist()
-        fail(f"joint limit exceeded: {JOINT_NAMES[j]} = {value:.4f} rad at frame {t}, range {limits}")
+        reject(f"joint limit exceeded: {JOINT_NAMES[j]} = {value:.4f} rad at frame {t}, range {limits}")
     return dict(
         fps=fps,
         qpos=qpos.astype(np.float32),
@@ -194,59 +192,17 @@ def save_motions(path, fps, qpos, qvel, clip_names, clip_starts, clip_lengths, c
 # ---------------------------------------------------------------------------------------------------------------
 # quality report
 # ---------------------------------------------------------------------------------------------------------------
-def _cross(o, a, b) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-
-def _hull(points: np.ndarray) -> np.ndarray:
-    """Convex hull (counter-clockwise) of 2-D points, Andrew's monotone chain."""
-    pts = sorted(map(tuple, points))
-
-    def half(seq):
-        out = []
-        for p in seq:
-            while len(out) >= 2 and _cross(out[-2], out[-1], p) <= 0:
-                out.pop()
-            out.append(p)
-        return out[:-1]
-
-    return np.array(half(pts) + half(pts[::-1]))
-
-
-def _inside(point: np.ndarray, hull: np.ndarray) -> bool:
-    edges = np.roll(hull, -1, axis=0) - hull
-    rel = point - hull
-    return bool(np.all(edges[:, 0] * rel[:, 1] - edges[:, 1] * rel[:, 0] >= -1e-9))
-
-
-def feet_kinematics(model: mujoco.MjModel, qpos: np.ndarray):
-    """Per frame: foot-site positions (T, 2, 3) and sole bottom corners (T, 2, 4, 3)."""
-    data = mujoco.MjData(model)
-    sites = [model.site(s).id for s in FEET_SITES]
-    soles = [model.geom(g).id for g in SOLE_GEOMS]
-    half = model.geom_size[soles[0]]
-    local = np.array([[sx * half[0], sy * half[1], -half[2]] for sx in (-1, 1) for sy in (-1, 1)])
-    feet, corners = np.zeros((len(qpos), 2, 3)), np.zeros((len(qpos), 2, 4, 3))
-    for i, q in enumerate(qpos):
-        data.qpos[:] = q
-        mujoco.mj_kinematics(model, data)
-        for k in range(2):
-            feet[i, k] = data.site_xpos[sites[k]]
-            corners[i, k] = data.geom_xpos[soles[k]] + local @ data.geom_xmat[soles[k]].reshape(3, 3).T
-    return feet, corners
-
-
 def clip_quality(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, fps: float, command) -> dict:
     """Quality numbers of one clip (see docs/motions.md for what each means)."""
     qpos, qvel = qpos.astype(np.float64), qvel.astype(np.float64)
     dt = 1.0 / fps
     feet, corners = feet_kinematics(model, qpos)
     low = corners[..., 2].min(axis=2)  # (T, 2) lowest sole corner
-    contact = low < CONTACT_Z
+    contact = sole_contact(corners)
     zmp = multibody_zmp(model, qpos, qvel, dt)
     # support polygon: hull of the sole corners on the floor (a foot rolling onto its toe supports only along the toe)
     on = corners[..., 2] < CONTACT_Z  # (T, 2, 4)
-    inside = [on[i].sum() >= 3 and _inside(zmp[i], _hull(corners[i][on[i]][:, :2])) for i in range(len(qpos))]
+    inside = [on[i].sum() >= 3 and inside_hull(zmp[i], convex_hull(corners[i][on[i]][:, :2])) for i in range(len(qpos))]
     # sliding: horizontal speed of the centre of the sole corners that touch the floor in three consecutive frames
     # (a foot rolling onto its toe is not sliding); twist: yaw rate of a foot flat on the floor (the 5-DOF leg has no
     # hip yaw, so turning pivots the planted foot about its centre)
@@ -257,8 +213,8 @@ def clip_quality(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, fps:
         move = corners[i + 2, k, c, :2].mean(axis=0) - corners[i, k, c, :2].mean(axis=0)
         slide = max(slide, float(np.linalg.norm(move)) / (2 * dt))
         if c.all():
-            heading = [np.arctan2(*(corners[j, k, 2, :2] - corners[j, k, 0, :2])[::-1]) for j in (i, i + 2)]
-            twist = max(twist, abs(np.angle(np.exp(1j * (heading[1] - heading[0])))) / (2 * dt))
+            angle = [np.arctan2(*(corners[j, k, 2, :2] - corners[j, k, 0, :2])[::-1]) for j in (i, i + 2)]
+            twist = max(twist, abs(np.angle(np.exp(1j * (angle[1] - angle[0])))) / (2 * dt))
     ranges = model.jnt_range[1:]
     margin = np.minimum(qpos[:, 7:] - ranges[:, 0], ranges[:, 1] - qpos[:, 7:]).min()
     # clearance: highest lowest-corner of each swing (airborne run), the smallest over all swings
@@ -274,7 +230,7 @@ def clip_quality(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, fps:
                 run = []
     # mean velocity over the second half (after the start from standing), in the heading frame
     half = slice(len(qpos) // 2, None)
-    yaw = np.array([np.arctan2(2 * (q[3] * q[6] + q[4] * q[5]), 1 - 2 * (q[5] ** 2 + q[6] ** 2)) for q in qpos])
+    yaw = heading(qpos)
     vx = np.cos(yaw) * qvel[:, 0] + np.sin(yaw) * qvel[:, 1]
     vy = -np.sin(yaw) * qvel[:, 0] + np.cos(yaw) * qvel[:, 1]
     yaw_rate = np.gradient(np.unwrap(yaw), dt)
@@ -352,7 +308,7 @@ def main(argv=None) -> int:
     render.add_argument("--start", type=float, default=0.0, help="seconds into the clip")
     render.add_argument("--seconds", type=float, default=None, help="length (default: to the end)")
     render.add_argument("--every", type=int, default=1, help="keep every n-th frame (smaller GIFs)")
-    render.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
+    add_size(render, 320, 240)
     render.add_argument("--strip", type=int, default=0, help="write a strip of this many frames instead (PNG)")
     tr = sub.add_parser("track", help="play clips' joint targets through the servos in plain MuJoCo")
     tr.add_argument("file", type=Path)
@@ -365,7 +321,7 @@ def main(argv=None) -> int:
                 try:
                     report(f, load_motions(f))
                 except MotionFileError as err:
-                    print(err, file=sys.stderr)
+                    print(f"error: {err}", file=sys.stderr)
                     failed = True
         elif args.cmd == "render":
             from utils.render import render_qpos, strip, write_frames
@@ -374,7 +330,7 @@ def main(argv=None) -> int:
             qpos = motions.qpos[motions.clip(args.clip or motions.clip_names[0])]
             first = int(args.start * motions.fps)
             last = len(qpos) if args.seconds is None else first + int(args.seconds * motions.fps)
-            frames = render_qpos(load_model(SCENE_FLAT), qpos[first:last : args.every], *args.size)
+            frames = render_qpos(load_model(SCENE_FLAT), qpos[first:last : args.every], args.width, args.height)
             if args.strip:
                 frames = [strip(frames, args.strip)]
             print(f"wrote {write_frames(frames, args.out, motions.fps / args.every)}")
@@ -385,9 +341,8 @@ def main(argv=None) -> int:
                 up = f"fell at {r['fell_at']:.2f} s" if r["fell_at"] else f"up for all {r['seconds']:.1f} s"
                 print(f"  {name:16s} {up:22s} moved {r['distance']:.2f} m (reference {r['ref_distance']:.2f} m)")
     except (MotionFileError, KeyError) as err:
-        print(str(err).strip("\"'"), file=sys.stderr)
-        return 1
-    return 1 if failed else 0
+        fail(str(err).strip("\"'"))
+    return EXIT_CHECK if failed else 0
 
 
 if __name__ == "__main__":
