@@ -13,7 +13,7 @@ measures the ceiling at each num-envs in the same invocation, and writes to --ou
 return_vs_steps.png, return_vs_time.png, results.json, and one log per run under logs/.
 
     python -m utils.benchmark --variants ppo_mjx.py "ppo_mjx.py:--ent-coef 0.01" --seeds 1 2 --num-envs 64 256 \
-        --iterations 20 --out docs/bench/
+        --iterations 20 --out docs/bench/        # default --out: runs/benchmark
 
 A variant is `FILE[:FLAGS]`; FLAGS go to the file as given (not --seed, --num-envs, --num-iterations, --exp-name,
 which the harness sets). "Return" is `charts/episodic_return` (--metric), averaged over the last 3 values logged at
@@ -22,6 +22,8 @@ SPS is the run's last `charts/SPS` (env steps/s of the training loop, compile ex
 """
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -36,9 +38,11 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
-from utils.checkpoint import fail
+with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
+    from mujoco import mjx
+
+from utils.cli import RUNS, fail
 from utils.plot_runs import read_metrics as read_columns
 from utils.plot_runs import wallclock_minutes
 from utils.robot import SCENE_FLAT, load_model
@@ -272,7 +276,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds of every variant")
     parser.add_argument("--iterations", type=int, help="--num-iterations of every run (default: the file's own)")
     parser.add_argument("--metric", default="charts/episodic_return", help="metrics.csv column to compare")
-    parser.add_argument("--out", default="docs/bench", help="folder for benchmark.md, plots, results.json, logs/")
+    parser.add_argument("--out", default=f"{RUNS}/benchmark", help="folder: benchmark.md, plots, results.json, logs/")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 64, 256], help="batch sizes to measure")
     parser.add_argument("--scene", default=str(SCENE_FLAT), help="scene XML of the physics ceiling")
     parser.add_argument("--control-steps", type=int, default=50, help="control steps per timed jitted call")

@@ -8,7 +8,7 @@ Only the checkpoint's `meta` and `policy` entries are read, so policy-only check
     action = policy.act(obs)                                     # (..., 44) -> (..., 11); numpy in, numpy out
     action = jax.jit(policy.act)(obs)                            # jax in, jax out (usable inside jit / vmap / scan)
 
-Bad input raises `CheckpointError` with a one-line message; the CLIs turn it into `error: ...` and exit code 1.
+Bad input raises `CheckpointError` with a one-line message; the CLIs turn it into `error: ...` and exit code 2.
 """
 
 import importlib
@@ -22,21 +22,16 @@ import mujoco
 import numpy as np
 from flax import serialization
 
+from utils.cli import fail
 from utils.robot import JOINT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMAT = "wildrobot-ckpt-1"
 ALGO_MODULES = {"ppo": "ppo_mjx", "amp": "ppo_amp_mjx"}  # meta["algo"] -> the training file that wrote it
-OBS_SIZE, ACTION_SIZE = 44, 11  # the WildRobot actor's interface; a checkpoint with other sizes is another robot
 
 
 class CheckpointError(ValueError):
     """A missing, unreadable or foreign checkpoint; str(e) is one line naming the file and the problem."""
-
-
-def fail(message: str):
-    """CLI exit: one clear line on stderr, exit code 1."""
-    raise SystemExit(f"error: {message}")
 
 
 def resolve(path: str | Path) -> Path:
@@ -113,9 +108,17 @@ def load_policy(path: str | Path) -> Policy:
         raise CheckpointError(f"{file}: not a {FORMAT} checkpoint (format {meta.get('format')!r})")
     if meta.get("algo") not in ALGO_MODULES:
         raise CheckpointError(f"{file}: unknown algo {meta.get('algo')!r} (known: {', '.join(ALGO_MODULES)})")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        module = importlib.import_module(ALGO_MODULES[meta["algo"]])
+    except ImportError:
+        raise CheckpointError(f"{file}: written by {ALGO_MODULES[meta['algo']]}.py, which is not in {ROOT}") from None
+    # the actor's interface, from the training file (its OBS_LAYOUT); other sizes mean another robot
+    obs_size, action_size = module.WildRobotEnv.OBS_SIZE, module.WildRobotEnv.ACTION_SIZE
     sizes = (meta.get("obs_size"), meta.get("action_size"))
-    if sizes != (OBS_SIZE, ACTION_SIZE):
-        expected = (OBS_SIZE, ACTION_SIZE)
+    if sizes != (obs_size, action_size):
+        expected = (obs_size, action_size)
         raise CheckpointError(f"{file}: another robot: obs/action sizes {sizes}, the WildRobot's are {expected}")
     try:
         actor, norm = saved["actor"], saved["obs_norm"]
@@ -125,11 +128,11 @@ def load_policy(path: str | Path) -> Policy:
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise CheckpointError(f"{file}: the policy entry lacks {e} (actor Dense_* + log_std, obs_norm)") from None
     chained = bool(shapes) and all(a[1] == b[0] for a, b in zip(shapes, shapes[1:]))
-    if not chained or shapes[0][0] != OBS_SIZE or shapes[-1][1] != ACTION_SIZE:
+    if not chained or shapes[0][0] != obs_size or shapes[-1][1] != action_size:
         raise CheckpointError(f"{file}: actor layers {', '.join(f'{i}->{o}' for i, o in shapes)} do not chain "
-                              f"{OBS_SIZE} -> ... -> {ACTION_SIZE} (written by an older training file?)")  # fmt: skip
-    if mean.shape != (OBS_SIZE,) or var.shape != (OBS_SIZE,):
-        raise CheckpointError(f"{file}: another robot: observation normalizer {mean.shape}, expected ({OBS_SIZE},)")
+                              f"{obs_size} -> ... -> {action_size} (written by an older training file?)")  # fmt: skip
+    if mean.shape != (obs_size,) or var.shape != (obs_size,):
+        raise CheckpointError(f"{file}: another robot: observation normalizer {mean.shape}, expected ({obs_size},)")
     # the joints the policy drives: the checkpoint's own list if it has one, else the actuators of its scene
     joints = meta.get("joint_names")
     if joints is None:
@@ -141,12 +144,6 @@ def load_policy(path: str | Path) -> Policy:
     if tuple(joints) != JOINT_NAMES:
         raise CheckpointError(f"{file}: another robot: joints {', '.join(joints)} differ from the WildRobot's")
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        module = importlib.import_module(ALGO_MODULES[meta["algo"]])
-    except ImportError:
-        raise CheckpointError(f"{file}: written by {ALGO_MODULES[meta['algo']]}.py, which is not in {ROOT}") from None
     known = {f.name for f in fields(module.Args)}
     args = module.Args(**{k: v for k, v in meta["args"].items() if k in known})
     actor = jax.tree.map(lambda x: np.asarray(x, np.float32), actor)

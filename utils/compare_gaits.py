@@ -1,7 +1,7 @@
 """Compare policies' gaits with the reference motions (and with each other): joint angles, step frequency, AMP style.
 
     python -m utils.compare_gaits assets/policies/ppo_walk_h100.msgpack assets/policies/amp_cpu_2m.msgpack \
-        --labels ppo amp --out gaits.png --json gaits.json
+        --labels ppo amp --out gaits.png --json gaits.json      # default --out: runs/compare_gaits/gait_compare.png
     python -m utils.compare_gaits runs/<ppo> runs/<amp> --labels ppo amp --clips stand forward_0.3 --episodes 1
 
 Each reference clip's command is rolled out in MJX (`utils.evaluate.rollout_mjx`: deterministic policy, the command
@@ -11,14 +11,14 @@ Per command and pooled over all commands, for the reference and each policy:
 
     joints       per joint angle (rad): mean, std, 5th and 95th percentile
     step_freq    steps per second, touchdowns of both feet together (`touchdowns`), the same rule for the clips
-                 and the rollouts: a foot is down when its site is within CONTACT_TOL of its height at `home` (gives
-                 2.5 / 3.33 / 3.70 steps/s on the shipped clips, the generator's 0.4 s step and its shorter steps at
-                 0.4 and 0.5 m/s)
+                 and the rollouts: the kinematic contact rule of `utils.kinematics` (a sole's lowest corner within
+                 2 mm of the floor; gives 2.5 / 3.33 / 3.70 steps/s on the shipped clips, the generator's 0.4 s step
+                 and its shorter steps at 0.4 and 0.5 m/s)
     style        AMP style distance, pooled over commands: for each of the D = 41 features of
-                 `ppo_amp_mjx.amp_features` (what the discriminator is built on), the 1-D Wasserstein-1 distance between the
-                 policy's and the reference's samples over the reference's std (at least STD_FLOOR: the clips keep the
-                 pelvis level and the waist still), averaged over features (0 = the same distributions; 1 ≈ shifted by
-                 one reference std); the 5 features that differ most are named
+                 `ppo_amp_mjx.amp_features` (what the discriminator is built on), the 1-D Wasserstein-1 distance
+                 between the policy's and the reference's samples over the reference's std (at least STD_FLOOR: the
+                 clips keep the pelvis level and the waist still), averaged over features (0 = the same
+                 distributions; 1 ≈ shifted by one reference std); the 5 features that differ most are named
     range_diff   per joint |(p95 − p5) of the policy − (p95 − p5) of the reference|, pooled; `mean` over joints (rad)
 
 With several policies the JSON also holds their pairwise style distances (scaled by the reference's std).
@@ -29,7 +29,6 @@ and exit code 2 before anything runs; the JSON and PNG are written at the end, a
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -41,12 +40,13 @@ from scipy.stats import wasserstein_distance
 from ppo_amp_mjx import AMP_FEATURE_NAMES, amp_features
 from utils.benchmark import write_atomic
 from utils.checkpoint import CheckpointError, load_policy
+from utils.cli import RUNS, add_seed, fail
 from utils.evaluate import rollout_mjx
-from utils.motions import MotionFileError, feet_kinematics, load_motions
-from utils.robot import FEET_SITES, JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+from utils.kinematics import CONTACT_Z, feet_kinematics, sole_contact
+from utils.motions import MotionFileError, load_motions
+from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
 
 # shapes: n frames of one window (an episode or a clip after the skip), S pooled samples, D = 41 AMP features
-CONTACT_TOL = 0.003  # m: a reference foot whose site is this close to its `home` height is on the floor
 MIN_AIR = 2  # frames (0.04 s) in the air before a landing counts as a step: contact flicker is not a step
 # the smallest spread the style distance divides by, per feature of amp_features (names in AMP_FEATURE_NAMES): the
 # clips keep the pelvis level and the waist still, and over their std of ~0 any wobble would swamp the other features
@@ -56,11 +56,6 @@ STD_FLOOR = np.array([0.01]  # root height, m
                      + [0.02] * 3 + [0.2] * 3  # root linear (m/s) and angular (rad/s) velocity
                      + [0.05] * 11 + [0.5] * 11  # joint angles (rad) and velocities (rad/s)
                      + [0.01] * 6)  # feet relative to the pelvis, m  # fmt: skip
-
-
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def num(x) -> float | None:
@@ -130,16 +125,8 @@ def measure(windows: dict[str, list[dict]], dt: float) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # the windows: reference clips (kinematics) and policy episodes (MJX)
 # ---------------------------------------------------------------------------------------------------------------------
-def home_feet_z(model: mujoco.MjModel) -> np.ndarray:
-    """(2,) height of the foot sites at the `home` keyframe, both soles flat on the floor."""
-    data = mujoco.MjData(model)
-    data.qpos[:] = model.key_qpos[model.keyframe("home").id]
-    mujoco.mj_kinematics(model, data)
-    return data.site_xpos[[model.site(s).id for s in FEET_SITES], 2].copy()
-
-
 def reference_windows(motions, names: list[str], skip: float, model: mujoco.MjModel) -> dict[str, list[dict]]:
-    """Each clip after its first `skip` seconds; contact from the foot-site height."""
+    """Each clip after its first `skip` seconds."""
     out = {}
     for name in names:
         sl = motions.clip(name)
@@ -149,10 +136,10 @@ def reference_windows(motions, names: list[str], skip: float, model: mujoco.MjMo
 
 
 def window(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray) -> dict:
-    """One window's states, feet (n, 2, 3) and contact (n, 2): a foot whose site is within CONTACT_TOL of its height
-    at `home` is down. The same rule for the reference clips and the policies' rollouts."""
-    feet = feet_kinematics(model, qpos)[0]
-    return dict(qpos=qpos, qvel=qvel, feet=feet, contact=feet[..., 2] < home_feet_z(model) + CONTACT_TOL)
+    """One window's states, feet (n, 2, 3) and contact (n, 2) by the kinematic contact rule
+    (`utils.kinematics.sole_contact`), the same for the reference clips and the policies' rollouts."""
+    feet, corners = feet_kinematics(model, qpos)
+    return dict(qpos=qpos, qvel=qvel, feet=feet, contact=sole_contact(corners))
 
 
 def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model) -> tuple[dict, dict]:
@@ -253,8 +240,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--episodes", type=int, default=4, help="episodes per command")
     parser.add_argument("--seconds", type=float, default=8.0, help="episode length (s)")
     parser.add_argument("--skip", type=float, default=2.0, help="seconds dropped at the start of episodes and clips")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/images/gait_compare.png", help="the figure (PNG)")
+    add_seed(parser)
+    parser.add_argument("--out", default=f"{RUNS}/compare_gaits/gait_compare.png", help="the figure (PNG)")
     parser.add_argument("--json", help="all numbers as JSON")
     args = parser.parse_args(argv)
     labels = args.labels or [Path(p).stem for p in args.policies]
@@ -278,7 +265,7 @@ def main(argv=None) -> dict:
     print(f"reference: {len(names)} clips from {args.motion_file}", flush=True)
     ref = measure(reference_windows(motions, names, args.skip, model), 1.0 / motions.fps)
     report = dict(settings=dict(motion_file=str(args.motion_file), clips=names, episodes=args.episodes,
-                                seconds=args.seconds, skip=args.skip, seed=args.seed, contact_tol_m=CONTACT_TOL,
+                                seconds=args.seconds, skip=args.skip, seed=args.seed, contact_z_m=CONTACT_Z,
                                 min_air_frames=MIN_AIR, std_floor=dict(zip(FEATURE_NAMES, STD_FLOOR.tolist()))),
                   feature_names=list(FEATURE_NAMES), reference=dict(step_freq=ref["step_freq"], joints=ref["joints"]),
                   policies={})  # fmt: skip

@@ -2,10 +2,12 @@
 
     python -m utils.evaluate assets/policies/ppo_robust.msgpack --scenario all --episodes 20 --mujoco --out r.json
     python -m utils.evaluate CKPT.msgpack --commands stand forward_0.3 --episodes 1 --seconds 1 --out r.json
+    python -m utils.evaluate CKPT.msgpack --commands forward_0.3_turn_left_0.25 --mujoco --out r.json
 
 Scenarios (SPEC.md's walking bars; each prints whether its bar is met):
 
-    commands   the fixed commands of --commands for --seconds, one --push-newtons push midway (the default scenario)
+    commands   the fixed commands of --commands (names, utils/cli.py) for --seconds, one --push-newtons push midway
+               (the default scenario)
     long_walk  130 s at 0.4 m/s                                        bar: no falls
     pushes     30 s at 0.3 m/s, 10 N × 0.2 s every 5 s, random directions   bar: >= 90 % standing at the end
     rough      20 s at 0.3 m/s on assets/scene_rough.xml (smooth bumps, ±2 cm)   bar: no falls
@@ -45,17 +47,11 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from utils.checkpoint import ROOT, fail, load_policy_or_exit
+from utils.checkpoint import ROOT, load_policy_or_exit
+from utils.cli import add_seed, command_name, fail, parse_command
 from utils.robot import SCENE_BUMPY, SCENE_ROUGH
 
-COMMANDS = {  # name -> (vx m/s, vy m/s, yaw rate rad/s)
-    "stand": (0.0, 0.0, 0.0),
-    "forward_0.3": (0.3, 0.0, 0.0),
-    "forward_0.5": (0.5, 0.0, 0.0),
-    "backward_0.2": (-0.2, 0.0, 0.0),
-    "sideways_0.15": (0.0, 0.15, 0.0),
-    "turn_0.5": (0.0, 0.0, 0.5),
-}
+DEFAULT_COMMANDS = ("stand", "forward_0.3", "forward_0.5", "backward_0.2", "left_0.15", "turn_left_0.5")
 PUSH_SECONDS, RECOVERY_SECONDS, SETTLE_SECONDS = 0.2, 2.0, 1.0
 METRICS = ("falls", "distance_m", "vel_error_mps", "yaw_error_radps", "yaw_rate_radps", "yaw_error_pct", "torque_nm",
            "power_w", "clearance_m", "flight_pct", "step_symmetry", "push_recovery")  # fmt: skip
@@ -66,7 +62,7 @@ def scenario(name: str, policy, args) -> dict:
     """commands {name: (vx, vy, yaw)}, seconds, push_every_s (0: one push midway), push_newtons, scene (None: the
     checkpoint's), random_directions."""
     if name == "commands":
-        return dict(commands={n: COMMANDS[n] for n in dict.fromkeys(args.commands)}, seconds=args.seconds,
+        return dict(commands={n: parse_command(n) for n in dict.fromkeys(args.commands)}, seconds=args.seconds,
                     push_every_s=0.0, push_newtons=args.push_newtons, scene=None, random_directions=False)
     walk = dict(push_every_s=0.0, push_newtons=0.0, scene=None, random_directions=False)
     if name == "long_walk":
@@ -79,8 +75,7 @@ def scenario(name: str, policy, args) -> dict:
         return walk | dict(commands={"forward_0.3": (0.3, 0.0, 0.0)}, seconds=20.0, scene=scene)
     top = getattr(args, "yaw_max", None) or float(policy.module.COMMAND_RANGE[2, 1])  # what the file promises
     yaws = [round(f * top, 3) for f in (0.25, 0.5, 0.75, 1.0)]
-    commands = {f"{kind}turn_{s * y:+g}": (vx, 0.0, s * y) for y in yaws
-                for kind, vx, s in (("", 0.0, 1), ("", 0.0, -1), ("walk_0.3_", 0.3, 1))}  # fmt: skip
+    commands = {command_name(c): c for y in yaws for c in ((0.0, 0.0, y), (0.0, 0.0, -y), (0.3, 0.0, y))}
     return walk | dict(commands=commands, seconds=10.0)
 
 
@@ -150,10 +145,11 @@ def rollout_mjx(policy, commands: np.ndarray, pushes: np.ndarray | None, steps: 
     cmds = jnp.asarray(commands, jnp.float32)
     pushes = jnp.zeros((steps, len(commands), 3)) if pushes is None else jnp.asarray(pushes, jnp.float32)
     lin = slice(env.linvel_adr, env.linvel_adr + 3)
+    command = policy.module.obs_slices(policy.module.OBS_LAYOUT)["command"]  # where the command sits in the obs
 
     def one_step(state, force):  # force (E, 3)
         # the fixed command replaces the env's (re)sampled one, in the obs and in the state the step reads
-        state = state.replace(obs=state.obs.at[:, 6:9].set(cmds), info=state.info.replace(command=cmds))
+        state = state.replace(obs=state.obs.at[:, command].set(cmds), info=state.info.replace(command=cmds))
         xfrc = state.data.xfrc_applied.at[:, pelvis, :3].set(force)  # (E, nbody, 6)
         state = state.replace(data=state.data.replace(xfrc_applied=xfrc))
         nxt = jax.vmap(env.step)(state, policy.act(state.obs))
@@ -193,7 +189,8 @@ class MujocoRunner:
         self.model.geom_friction[:, 0] = mod.NOMINAL_FRICTION  # what the env's randomized_model sets with DR off
         self.data = mujoco.MjData(self.model)
         m = self.model
-        self.dt, self.fall_height = mod.CTRL_DT, mod.FALL_HEIGHT
+        self.dt, self.fall_height, self.contact_dist = mod.CTRL_DT, mod.FALL_HEIGHT, mod.CONTACT_DIST
+        self.layout = mod.OBS_LAYOUT
         self.phase_step = 2 * np.pi * mod.GAIT_FREQUENCY * mod.CTRL_DT
         self.n_substeps = round(mod.CTRL_DT / m.opt.timestep)
         self.home = m.key_qpos[m.keyframe("home").id].copy()
@@ -220,24 +217,25 @@ class MujocoRunner:
         self.command, self.last_action, self.phase = np.asarray(command, np.float32), np.zeros(11, np.float32), 0.0
 
     def observe_data(self, d: mujoco.MjData, command, last_action, phase) -> np.ndarray:
-        """`WildRobotEnv.observe`'s actor obs (44,), noise off, from MjData."""
-        return np.hstack([
-            -d.site_xmat[self.imu].reshape(3, 3)[2],  # 3 gravity in the IMU frame
-            d.sensordata[self.gyro],  # 3
-            command,  # 3
-            d.qpos[7:] - self.default_pose,  # 11
-            d.qvel[6:] * 0.1,  # 11
-            last_action,  # 11
-            np.cos(phase), np.sin(phase),  # 2
-        ]).astype(np.float32)  # fmt: skip
+        """`WildRobotEnv.observe`'s actor obs (44,), noise off, from MjData; parts in the file's OBS_LAYOUT order."""
+        parts = dict(
+            gravity=-d.site_xmat[self.imu].reshape(3, 3)[2],  # in the IMU frame
+            gyro=d.sensordata[self.gyro],
+            command=command,
+            joint_pos=d.qpos[7:] - self.default_pose,
+            joint_vel=d.qvel[6:] * 0.1,
+            last_action=last_action,
+            phase=(np.cos(phase), np.sin(phase)),
+        )
+        return np.hstack([parts[k] for k in self.layout]).astype(np.float32)
 
     def observe(self) -> np.ndarray:
         return self.observe_data(self.data, self.command, self.last_action, self.phase)
 
     def contact(self) -> np.ndarray:
-        """(2,) bool: `WildRobotEnv.feet_contact` (a sole geom in a contact closer than 1 mm)."""
+        """(2,) bool: `WildRobotEnv.feet_contact`'s rule (a sole in a contact closer than the file's CONTACT_DIST)."""
         c = self.data.contact
-        touching = c.dist[: self.data.ncon] < 1e-3
+        touching = c.dist[: self.data.ncon] < self.contact_dist
         geoms = c.geom[: self.data.ncon]
         return np.array([np.any(touching & ((geoms[:, 0] == g) | (geoms[:, 1] == g))) for g in self.soles])
 
@@ -425,11 +423,12 @@ def main(argv=None):
     parser.add_argument("--scenario", nargs="+", default=["commands"], help=f"from: {' '.join(SCENARIOS)}, or all")
     parser.add_argument("--episodes", type=int, default=4, help="episodes per command")
     parser.add_argument("--seconds", type=float, default=None, help="episode length (s) of `commands` (default 10)")
-    parser.add_argument("--commands", nargs="+", default=None, help=f"of `commands`, from: {' '.join(COMMANDS)}")
+    parser.add_argument("--commands", nargs="+", default=None, metavar="NAME",
+                        help=f"of `commands` (default {' '.join(DEFAULT_COMMANDS)})")
     parser.add_argument("--push-newtons", type=float, default=None, help="`commands`' push (default 10; 0: none)")
     parser.add_argument("--yaw-max", type=float, default=None, help="`turning` up to this yaw rate instead (rad/s)")
     parser.add_argument("--mujoco", action="store_true", help="also run the episodes in plain MuJoCo (sim2sim)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed(parser)
     parser.add_argument("--out", required=True, help="the JSON report")
     args = parser.parse_args(argv)
     scenarios = list(SCENARIOS) if args.scenario == ["all"] else list(dict.fromkeys(args.scenario))
@@ -441,11 +440,13 @@ def main(argv=None):
     if given and "commands" not in scenarios:
         fail(f"{', '.join(given)} set(s) the `commands` scenario, which --scenario {' '.join(scenarios)} does not run")
     args.seconds = 10.0 if args.seconds is None else args.seconds
-    args.commands = list(COMMANDS) if args.commands is None else args.commands
+    args.commands = list(DEFAULT_COMMANDS) if args.commands is None else args.commands
     args.push_newtons = 10.0 if args.push_newtons is None else args.push_newtons
-    unknown = [c for c in args.commands if c not in COMMANDS]
-    if unknown:
-        fail(f"--commands: unknown {', '.join(unknown)} (known: {', '.join(COMMANDS)})")
+    for name in args.commands:
+        try:
+            parse_command(name)
+        except ValueError as e:
+            fail(f"--commands: {e}")
     if args.episodes < 1 or args.seconds <= 0 or args.push_newtons < 0 or (args.yaw_max or 1) <= 0:
         fail("--episodes must be >= 1, --seconds > 0, --push-newtons >= 0 and --yaw-max > 0")
     policy = load_policy_or_exit(args.checkpoint)

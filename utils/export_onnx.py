@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from utils.checkpoint import fail, load_policy_or_exit
+from utils.checkpoint import load_policy_or_exit
+from utils.cli import EXIT_CHECK, fail
 
 OPSET = 17
 
@@ -118,7 +119,8 @@ def main(argv=None):
         diff = check_parity(session, policy, args.samples)
         print(f"parity vs JAX (Actor.apply) on {args.samples} random observations: max abs diff {diff:.2e}")
         if not diff < args.tolerance:
-            fail(f"{out}: ONNX differs from JAX by {diff:.2e} (tolerance {args.tolerance:g}); nothing written")
+            fail(f"{out}: ONNX differs from JAX by {diff:.2e} (tolerance {args.tolerance:g}); nothing written",
+                 EXIT_CHECK)
         latency = latency_us(session, policy, args.latency_runs)
         os.replace(tmp, out)  # atomic: only a checked export appears under the final name
     finally:

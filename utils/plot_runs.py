@@ -15,17 +15,13 @@ time excluded). Blank cells (no episode ended in that iteration) are skipped. Cu
 import argparse
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from utils.cli import fail
+
 DEFAULT_METRICS = ["charts/episodic_return", "charts/episodic_length", "reward/tracking_lin_vel"]
-
-
-def fail(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
 
 
 def read_metrics(path: str | Path) -> dict[str, np.ndarray]:

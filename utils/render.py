@@ -1,16 +1,47 @@
-"""Headless rendering helpers shared by the tools: frames from a qpos sequence, PNG / GIF / MP4 writers.
+"""Headless rendering helpers shared by the tools and the training files: frames from a qpos sequence, PNG / GIF /
+MP4 writers, and a GL backend that works without a display and without the user exporting anything.
 
-Rendering needs an OpenGL backend without a display: set `MUJOCO_GL=egl` (GPU or Mesa EGL) or `MUJOCO_GL=osmesa`
-(`apt-get install libosmesa6`). If neither is set we default to egl.
+MuJoCo picks its OpenGL backend from `MUJOCO_GL` when `mujoco` is imported. On Linux without a display (no `DISPLAY`
+or `WAYLAND_DISPLAY`) and without `MUJOCO_GL`, `headless_gl` picks EGL (GPU or Mesa), else OSMesa
+(`apt-get install libosmesa6`), and loads MuJoCo's GL context module again with that choice, so it works whenever
+mujoco was imported. Nothing is set at import time: a machine without EGL libraries still imports mujoco.
 """
 
+import functools
+import importlib
 import os
+import platform
+import sys
 from pathlib import Path
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+import mujoco
+import numpy as np
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+
+class RenderError(RuntimeError):
+    """No OpenGL context could be made; str(e) is one line with the cause and what to install or set."""
+
+
+@functools.cache
+def headless_gl() -> str:
+    """Choose a GL backend that renders here (see the module docstring); returns its name ('' = MuJoCo's default).
+    Raises RenderError if none makes a context."""
+    chosen = os.environ.get("MUJOCO_GL", "")
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    candidates = [chosen] if chosen or display or platform.system() != "Linux" else ["egl", "osmesa"]
+    errors = []
+    for backend in candidates:
+        try:
+            if backend != os.environ.get("MUJOCO_GL", ""):
+                os.environ["MUJOCO_GL"] = backend
+                importlib.reload(sys.modules[mujoco.Renderer.__module__].gl_context)  # mujoco chose on import
+            with mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco/>"), height=8, width=8) as r:
+                r.render()
+            return backend
+        except Exception as e:  # each backend fails in its own way (ImportError, OSError, RuntimeError, ...)
+            errors.append(f"{backend or 'default'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    hint = "install libegl1 (EGL) or libosmesa6 (OSMesa), or set MUJOCO_GL" if not chosen else "check MUJOCO_GL"
+    raise RenderError(f"cannot render ({'; '.join(errors)}); {hint}")
 
 
 def render_qpos(
@@ -21,6 +52,7 @@ def render_qpos(
     camera: str | int = "track",
 ) -> list[np.ndarray]:
     """Render one RGB frame (H, W, 3) uint8 per row of `qpos_seq` (T, nq), kinematics only."""
+    headless_gl()
     data = mujoco.MjData(model)
     frames = []
     cam = camera if isinstance(camera, int) or mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera) >= 0 else -1

@@ -5,7 +5,7 @@ XML); everything in `utils/` does.
 
     python -m utils.robot                    # print the model summary and the computed home pose
     python -m utils.robot --write-keyframes  # recompute `home` and write it into assets/scene_*.xml
-    MUJOCO_GL=egl python -m utils.robot --render docs/images/home.png  # 640x480 picture of `home`, camera "track"
+    python -m utils.robot --render docs/images/home.png  # 640x480 picture of `home`, camera "track"
 """
 
 import argparse
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
+
+from utils.cli import add_size
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ROBOT_XML = ASSETS / "wildrobot.xml"
@@ -98,7 +100,7 @@ def write_keyframes(qpos: np.ndarray, ctrl: np.ndarray) -> None:
 
 def render_home(path: str | Path, width: int = 640, height: int = 480) -> Path:
     """Write a PNG of the flat scene in its `home` keyframe, seen from the "track" camera."""
-    from utils.render import render_qpos, write_frames  # imported here: it sets MUJOCO_GL, which only rendering needs
+    from utils.render import render_qpos, write_frames
 
     model = load_model(SCENE_FLAT)
     frames = render_qpos(model, model.key("home").qpos, width, height, camera="track")
@@ -110,6 +112,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write-keyframes", action="store_true", help="write the computed home into the scenes")
     parser.add_argument("--render", metavar="PNG", help="render the flat scene's home keyframe to this PNG")
+    add_size(parser, 640, 480)
     args = parser.parse_args()
     model = mujoco.MjModel.from_xml_path(str(ROBOT_XML))
     qpos = compute_home_qpos(model)
@@ -120,7 +123,7 @@ def main():
     if args.write_keyframes:
         write_keyframes(qpos, qpos[7:])
     if args.render:
-        render_home(args.render)
+        render_home(args.render, args.width, args.height)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ FIELDS = {  # png -> (half size m, samples per side, seed, smooth)
     "terrain_train.png": (15.0, 151, 1, False),
     "terrain_bumpy.png": (15.0, 151, 2, False),
 }
-CORRELATION_M, LEVEL_RADIUS_M = 0.3, 0.3  # bump length scale of the smooth field; level square (half side) at the origin
+CORRELATION_M, LEVEL_RADIUS_M = 0.3, 0.3  # bump length scale of the smooth field; level square (half side) at origin
 
 
 def make_field(half_size: float, samples: int, seed: int, smooth: bool) -> np.ndarray:

@@ -17,6 +17,8 @@ The numbers and the choice are in docs/timestep.md.
 """
 
 import argparse
+import contextlib
+import io
 import time
 from pathlib import Path
 
@@ -24,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
+
+with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
+    from mujoco import mjx
 
 from utils.robot import JOINT_NAMES, SCENE_FLAT, SOLE_GEOMS, load_model
 
