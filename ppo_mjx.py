@@ -11,7 +11,9 @@ the metric names and results. Structure follows CleanRL's `ppo_continuous_action
 one jitted function built from `lax.scan`, as in PureJaxRL; the env is laid out like a MuJoCo Playground joystick env.
 """
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -30,8 +32,10 @@ import optax
 import tyro
 import yaml
 from flax import serialization, struct
-from mujoco import mjx
 from tqdm import tqdm
+
+with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
+    from mujoco import mjx
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 ROOT = Path(__file__).resolve().parent
@@ -140,9 +144,19 @@ VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2,
                     checkpoint_interval=1, eval_episodes=2, episode_seconds=0.2)  # fmt: skip
 
 
-def fail(message: str):
-    """One clear line on stderr, a non-zero exit, nothing written."""
-    raise SystemExit(f"error: {message}")
+def cpu_hint(backend: str, num_envs: int, sps: float, steps_left: int) -> str | None:
+    """On a CPU a GPU-sized batch runs slower than a small one (docs/benchmarks.md): the measured rate, the time
+    left, and the setting that runs fastest there. None on an accelerator or with a CPU-sized batch."""
+    if backend != "cpu" or num_envs <= 256:
+        return None
+    return (f"cpu: {sps:,.0f} env steps/s at {num_envs} envs, about {steps_left / sps / 3600:.1f} h to go; a CPU runs "
+            "64-256 envs fastest (e.g. --num-envs 128 --num-minibatches 4)")
+
+
+def fail(message: str, code: int = 2):
+    """One clear line on stderr, nothing written; exit code 2 (bad input) or 1 (a check failed), as in utils/cli.py."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def finalize_args(args: Args) -> Args:
@@ -172,6 +186,13 @@ def finalize_args(args: Args) -> Args:
         fail(f"--scene {args.scene}: no such file")
     if args.init_policy and not args.resume:  # a resumed run has its actor in the checkpoint
         read_policy(args.init_policy, args)
+    if args.capture_video:  # rendering is a tool: check it works here (headless too) before hours of training
+        from utils.render import RenderError, headless_gl
+
+        try:
+            headless_gl()
+        except RenderError as e:
+            fail(f"--capture-video: {e}")
     iterations = args.num_iterations or args.total_timesteps // batch
     return replace(args, batch_size=batch, minibatch_size=batch // args.num_minibatches, num_iterations=iterations,
                    total_timesteps=iterations * batch)  # fmt: skip
@@ -220,6 +241,7 @@ SWING_HEIGHT = 0.04  # m, target foot clearance at mid-swing
 FALL_HEIGHT = 0.25  # m, pelvis height below which the robot has fallen (standing: 0.478)
 NOMINAL_FRICTION = 0.8  # sliding friction of floor and soles without randomization
 SUNK = 0.1  # m: on a scene with a floor and a heightfield, the one not in use this episode sinks this far
+CONTACT_DIST = 1e-3  # m: a sole in a solver contact closer than this touches the ground (the simulated contact rule)
 REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     tracking_lin_vel=1.5,  # exp(-|v_xy - cmd_xy|² / 0.05): tight, so robustness is not bought with a slower walk
     tracking_ang_vel=1.0,  # exp(-(ω_z - cmd_yaw)² / 0.1): σ² 0.25 paid 37 % for not turning at all at 0.5 rad/s
@@ -243,6 +265,15 @@ RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), t
                      pose_offset=(-0.03, 0.03, "add"))  # fmt: skip
 # uniform noise amplitudes on the actor's observations
 NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
+# the observations: name -> width, in order (the tools read observations by these names, see obs_slices)
+OBS_LAYOUT = dict(gravity=3, gyro=3, command=3, joint_pos=11, joint_vel=11, last_action=11, phase=2)  # actor (O)
+CRITIC_LAYOUT = dict(actor=sum(OBS_LAYOUT.values()), linvel=3, height=1, contact=2, feet_height=2, torque=11, push=3)
+
+
+def obs_slices(layout: dict) -> dict[str, slice]:
+    """name -> slice of each part of an observation with this layout."""
+    ends = np.cumsum(list(layout.values()))
+    return {name: slice(int(end - size), int(end)) for (name, size), end in zip(layout.items(), ends)}
 
 
 def heightfield_surface(elevation, size, xy):
@@ -308,8 +339,8 @@ class EnvState:
 class WildRobotEnv:
     """Velocity-command walking on MJX. All methods are pure and jit/vmap-able (self is static)."""
 
-    OBS_SIZE = 3 + 3 + 3 + 11 + 11 + 11 + 2  # gravity, gyro, command, joint pos - default, joint vel, action, phase
-    CRITIC_OBS_SIZE = OBS_SIZE + 3 + 1 + 2 + 2 + 11 + 3  # + lin vel, height, contacts, feet height, torques, push
+    OBS_SIZE = sum(OBS_LAYOUT.values())  # 44
+    CRITIC_OBS_SIZE = sum(CRITIC_LAYOUT.values())  # 66
     ACTION_SIZE = 11
 
     def __init__(self, args: Args):
@@ -501,9 +532,9 @@ class WildRobotEnv:
         return -data.site_xmat[self.imu][2]
 
     def feet_contact(self, data) -> jax.Array:
-        """(2,) bool: a sole touches the floor. MJX keeps a fixed contact list; unused slots have dist > 0."""
+        """(2,) bool: a sole touches the ground. MJX keeps a fixed contact list; unused slots have dist > 0."""
         c = data._impl.contact
-        touching = c.dist < 1e-3
+        touching = c.dist < CONTACT_DIST
         return jp.array([jp.any(touching & ((c.geom1 == g) | (c.geom2 == g))) for g in self.soles])
 
     def observe(self, data, info: EnvInfo, contact, rng):
@@ -516,27 +547,21 @@ class WildRobotEnv:
             for i, (k, v) in enumerate(parts.items()):
                 noisy[k] = v + NOISE[k] * jax.random.uniform(jax.random.fold_in(rng, i), v.shape, minval=-1, maxval=1)
 
-        def actor(p):
-            return jp.hstack([
-                p["gravity"],  # 3
-                p["gyro"],  # 3
-                info.command,  # 3
-                p["joint_pos"],  # 11
-                p["joint_vel"] * 0.1,  # 11
-                info.last_action,  # 11
-                jp.cos(info.phase), jp.sin(info.phase),  # 2
-            ])  # fmt: skip
+        def actor(p):  # gravity (IMU frame), gyro, command, joint pos - default, joint vel / 10, last action, clock
+            p = p | dict(command=info.command, joint_vel=p["joint_vel"] * 0.1, last_action=info.last_action,
+                         phase=jp.stack([jp.cos(info.phase), jp.sin(info.phase)]))  # fmt: skip
+            return jp.hstack([p[k] for k in OBS_LAYOUT])
 
-        critic = jp.hstack([
-            actor(parts),  # O, clean
-            data.sensordata[self.linvel_adr : self.linvel_adr + 3],  # 3 local linear velocity
-            data.qpos[2:3],  # 1 pelvis height
-            contact.astype(jp.float32),  # 2
-            self.feet_height(data, info.rand),  # 2 above the ground under them
-            data.actuator_force / 4.0,  # 11
-            info.push_force / 10.0,  # 3 the push acting now
-        ])  # fmt: skip
-        return actor(noisy), critic
+        critic = dict(
+            actor=actor(parts),  # clean
+            linvel=data.sensordata[self.linvel_adr : self.linvel_adr + 3],  # local linear velocity
+            height=data.qpos[2:3],  # pelvis height
+            contact=contact.astype(jp.float32),
+            feet_height=self.feet_height(data, info.rand),  # above the ground under them
+            torque=data.actuator_force / 4.0,
+            push=info.push_force / 10.0,  # the push acting now
+        )
+        return actor(noisy), jp.hstack([critic[k] for k in CRITIC_LAYOUT])
 
     def reward_terms(self, data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen) -> dict:
         cmd = info.command
@@ -931,7 +956,7 @@ def make_rollout(env: WildRobotEnv, policy, num_envs: int, num_steps: int):
         def one_step(state, _):
             mean, _ = policy(params, obs_norm, state.obs)
             nxt = jax.vmap(env.step)(state, mean)
-            linvel = nxt.reached_critic_obs[:, env.OBS_SIZE : env.OBS_SIZE + 3]
+            linvel = nxt.reached_critic_obs[:, obs_slices(CRITIC_LAYOUT)["linvel"]]
             out = dict(qpos=state.data.qpos, reward=nxt.reward, done=nxt.done, terminated=nxt.done & ~nxt.truncated,
                        command=state.info.command, linvel=linvel)  # fmt: skip
             return nxt, out
@@ -994,8 +1019,11 @@ def main(args: Args):
         metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
         if not math.isfinite(metrics["losses/policy_loss"]):
             logger.close()
-            fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}")
+            fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
         logger.log(global_step, metrics)
+        hint = cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], args.total_timesteps - global_step)
+        if iteration == first + 1 and hint:  # measured on the first iteration after the compile
+            bar.write(hint)
         bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
                   f"return {metrics['charts/episodic_return']:7.3f} | "
                   f"length {metrics['charts/episodic_length']:6.1f} | "
@@ -1011,7 +1039,7 @@ def main(args: Args):
         restored = restore_runner_state(read_checkpoint(last_ckpt), jax.eval_shape(init, key), last_ckpt)
         pairs = zip(jax.tree.leaves(restored), jax.tree.leaves(jax.device_get(runner_state)))
         if not all(np.array_equal(a, b) for a, b in pairs):
-            fail(f"verify: checkpoint {last_ckpt} does not restore the runner state")
+            fail(f"verify: checkpoint {last_ckpt} does not restore the runner state", 1)
         print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
 
     eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
@@ -1020,10 +1048,10 @@ def main(args: Args):
     logger.log(global_step, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
-    if args.capture_video:  # rendering is a tool (utils/render.py), headless with MUJOCO_GL=egl
+    if args.capture_video:  # rendering is a tool (utils/render.py), headless without a display
         from utils.render import render_qpos, write_frames
 
-        qpos = make_rollout(env, policy, 1, env.episode_steps)(params, obs_norm, eval_rng)["qpos"][:, 0]  # (T, nq)
+        qpos = rollout(params, obs_norm, eval_rng)["qpos"][:, 0]  # (T, nq) the first evaluation episode, no recompile
         path = write_frames(render_qpos(env.mj_model, np.asarray(qpos)), run_dir / "videos" / "final.mp4", 1 / CTRL_DT)
         print(f"video: {path}")
     logger.close()
