@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,19 @@ from flax import serialization
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MUJOCO_GL", "egl")
+# one JAX compilation cache for this test session, shared by the in-process tests and every subprocess they start
+# (set before jax is imported): a resumed run, a second --verify or a tool compiling what another test compiled
+# already loads it instead of compiling again. Fresh per session, so every suite run measures cold compiles.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wildrobot-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
 def run_script(script: str, *argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python SCRIPT ARGV...` from `cwd` (so runs/ lands there), output captured."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+    """`python SCRIPT ARGV...` from `cwd` (so runs/ lands there), output captured; in a shell without MUJOCO_GL or a
+    display, as on a fresh server (rendering must work without them)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    env |= dict(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
     cmd = [sys.executable, str(ROOT / script), *argv]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -55,8 +63,8 @@ def assert_resume_matches(script: str, run_dir: Path, tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def ppo_verify_run(tmp_path_factory):
-    """`python ppo_mjx.py --verify`: the run folder (2 iterations, a checkpoint after each)."""
-    return verify_run("ppo_mjx.py", tmp_path_factory)
+    """`python ppo_mjx.py --verify --capture-video`: the run folder (2 iterations, a checkpoint after each, a video)."""
+    return verify_run("ppo_mjx.py", tmp_path_factory, "--capture-video")
 
 
 @pytest.fixture(scope="session")

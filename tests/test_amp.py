@@ -227,11 +227,12 @@ def bad_motion_files(tmp_path):
     ("nan.npz", "non-finite"), ("shape.npz", "shape"), ("robot.npz", "joint names"), ("pickled.npz", "pickle"),
     ("fps.npz", "30 fps, the policy acts at 50 hz"),
 ])  # fmt: skip
-def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, monkeypatch, tmp_path):
+def test_bad_motion_files_fail_before_compile(bad_motion_files, name, message, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         amp.parse_args(["--motion-file", str(bad_motion_files[name])])
-    text = str(e.value)
+    text = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in text
     assert text.startswith(f"error: --motion-file {bad_motion_files[name]}") and message in text.lower(), text
     assert not (tmp_path / "runs").exists()
 
@@ -251,7 +252,7 @@ def test_bad_flags_subprocess_one_line(tmp_path):
                           (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
                           (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]")]:  # fmt: skip
         proc = run_script("ppo_amp_mjx.py", *argv, cwd=tmp_path, timeout=120)
-        assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jp
 import numpy as np
 import pytest
 
-from ppo_mjx import REWARD_SCALES, Args, WildRobotEnv
+from ppo_mjx import CRITIC_LAYOUT, OBS_LAYOUT, REWARD_SCALES, Args, WildRobotEnv, obs_slices
 
 N = 3  # envs
 
@@ -93,3 +93,19 @@ def test_randomization_changes_physics(env):
     m = env.randomized_model(jax.tree.map(lambda x: x[0], r))
     assert np.isclose(float(m.body_mass.sum()), float((env.model.body_mass * r.mass_scale[0]).sum() + r.torso_mass[0]))
     np.testing.assert_allclose(np.asarray(m.actuator_biasprm[:, 1]), -np.asarray(r.kp[0]), rtol=1e-6)
+
+
+def test_observations_follow_the_layout(env):
+    """Each named part sits where obs_slices(OBS_LAYOUT / CRITIC_LAYOUT) says (the tools read them there); the
+    actor's command, last action and clock carry no noise, the critic's copy of the actor obs none at all."""
+    state = rollout(env, 3, 2, jax.random.uniform(jax.random.PRNGKey(1), (2, N, 11), minval=-1, maxval=1))[-1]
+    at, critic = obs_slices(OBS_LAYOUT), obs_slices(CRITIC_LAYOUT)
+    phase = np.stack([np.cos(state.info.phase), np.sin(state.info.phase)], -1)
+    np.testing.assert_array_equal(state.obs[:, at["command"]], state.info.command)
+    np.testing.assert_array_equal(state.obs[:, at["last_action"]], state.info.last_action)
+    np.testing.assert_allclose(state.obs[:, at["phase"]], phase, atol=1e-6)
+    clean = state.critic_obs[:, critic["actor"]]
+    np.testing.assert_array_equal(clean[:, at["command"]], state.info.command)
+    np.testing.assert_allclose(clean[:, at["joint_pos"]], state.data.qpos[:, 7:] - env.default_pose, atol=1e-6)
+    np.testing.assert_allclose(state.critic_obs[:, critic["height"]], state.data.qpos[:, 2:3], atol=1e-6)
+    np.testing.assert_allclose(state.critic_obs[:, critic["push"]], state.info.push_force / 10.0, atol=1e-7)

@@ -132,7 +132,7 @@ def test_init_policy_and_critic_warmup(tmp_path):
     assert any(changed)
 
 
-def test_bad_init_policy_fails_before_compile(tmp_path, monkeypatch):
+def test_bad_init_policy_fails_before_compile(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "junk.msgpack").write_bytes(b"\x00 not msgpack" * 4)
     payload = serialization.msgpack_restore(SHIPPED.read_bytes())
@@ -144,7 +144,8 @@ def test_bad_init_policy_fails_before_compile(tmp_path, monkeypatch):
     for name, message in cases:
         with pytest.raises(SystemExit) as e:
             ppo_mjx.parse_args(["--init-policy", name])
-        assert str(e.value).startswith("error: ") and message in str(e.value) and "\n" not in str(e.value)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
 
 

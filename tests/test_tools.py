@@ -19,14 +19,15 @@ from utils.checkpoint import CheckpointError, load_policy
 
 def run_module(module: str, *argv: str, cwd) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGV...` from `cwd`, as a user runs the tools."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), MUJOCO_GL="egl")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    env |= dict(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))  # headless, nothing exported
     return subprocess.run([sys.executable, "-m", module, *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The failed CLI's stderr, which must be exactly one `error: ...` line."""
-    assert proc.returncode != 0
+    """The failed CLI's stderr, which must be exactly one `error: ...` line (exit code 2: bad input)."""
+    assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     return lines[0]
@@ -95,12 +96,14 @@ def test_numpy_obs_layout(ppo_verify_run):
 
     mujoco.mj_forward(runner.model, d)
     obs = runner.observe_data(d, np.array([0.3, -0.1, 0.5]), np.full(11, 0.25), 0.0)
-    assert obs.shape == (44,)
-    np.testing.assert_allclose(obs[0:3], [0, 0, -1], atol=1e-6)
-    np.testing.assert_allclose(obs[6:9], [0.3, -0.1, 0.5], atol=1e-7)
-    np.testing.assert_allclose(obs[9:31], 0.0, atol=1e-7)
-    np.testing.assert_allclose(obs[31:42], 0.25)
-    np.testing.assert_allclose(obs[42:], [1.0, 0.0])
+    at = policy.module.obs_slices(policy.module.OBS_LAYOUT)
+    assert obs.shape == (44,) and at["gravity"] == slice(0, 3) and at["phase"] == slice(42, 44)
+    np.testing.assert_allclose(obs[at["gravity"]], [0, 0, -1], atol=1e-6)
+    np.testing.assert_allclose(obs[at["command"]], [0.3, -0.1, 0.5], atol=1e-7)
+    np.testing.assert_allclose(obs[at["joint_pos"]], 0.0, atol=1e-7)
+    np.testing.assert_allclose(obs[at["joint_vel"]], 0.0, atol=1e-7)
+    np.testing.assert_allclose(obs[at["last_action"]], 0.25)
+    np.testing.assert_allclose(obs[at["phase"]], [1.0, 0.0])
 
 
 def test_onnx_export_parity_and_latency(ppo_verify_run, tmp_path, capsys):
@@ -150,7 +153,7 @@ def test_benchmark_writes_table_and_plots(tmp_path):
     assert (tmp_path / "runs").is_dir()  # the training file ran as a user runs it, runs/ under the cwd
 
 
-def test_bad_input_one_clear_line(ppo_verify_run, tmp_path):
+def test_bad_input_one_clear_line(ppo_verify_run, tmp_path, capsys):
     run_dir, _ = ppo_verify_run
     # missing checkpoint, as a user meets it
     proc = run_module("utils.evaluate", str(tmp_path / "nope.msgpack"), "--out", str(tmp_path / "r.json"), cwd=tmp_path)
@@ -170,12 +173,13 @@ def test_bad_input_one_clear_line(ppo_verify_run, tmp_path):
         load_policy(tmp_path / "junk.msgpack")
     with pytest.raises(CheckpointError, match="a folder without checkpoints"):
         load_policy(tmp_path)
-    with pytest.raises(SystemExit, match="error: --commands: unknown jump"):
-        evaluate.main([str(run_dir), "--commands", "jump", "--out", str(tmp_path / "r.json")])
-    with pytest.raises(SystemExit, match="error: --scenario: unknown dance"):
-        evaluate.main([str(run_dir), "--scenario", "rough", "dance", "--out", str(tmp_path / "r.json")])
-    with pytest.raises(SystemExit, match="error: --seconds set.s. the `commands` scenario"):
-        evaluate.main([str(run_dir), "--scenario", "rough", "--seconds", "3", "--out", str(tmp_path / "r.json")])
+    for argv, message in ((["--commands", "jump"], "error: --commands: 'jump' is not a command name"),
+                          (["--scenario", "rough", "dance"], "error: --scenario: unknown dance"),
+                          (["--scenario", "rough", "--seconds", "3"], "error: --seconds set(s) the `commands`")):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main([str(run_dir), *argv, "--out", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith(message) and "\n" not in err, err
     assert not (tmp_path / "r.json").exists()
     proc = run_module("utils.benchmark", "--variants", "nope.py", "--out", "b", cwd=tmp_path)
     assert "no training file nope.py" in error_line(proc) and not (tmp_path / "b").exists()
