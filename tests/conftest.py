@@ -19,6 +19,19 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wildrobot-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the suite is CPU-only; several workers must not share one GPU
+RUN_FIXTURES = ("ppo_verify_run", "amp_verify_run")  # session fixtures that run a training file (once per worker)
+SLOW_FIXTURES = (*RUN_FIXTURES, "eval_report", "env", "terrain_env", "mjx_step")  # each compiles MJX
+
+
+def pytest_collection_modifyitems(items):
+    """With -n: the tests of each training run on one worker (the run is made once), the other tests of a module on
+    one worker (its module-scoped compiled fixtures are built once). Mark slow what compiles or trains."""
+    for item in items:
+        run = next((f for f in RUN_FIXTURES if f in item.fixturenames), None)
+        item.add_marker(pytest.mark.xdist_group(run or item.module.__name__))
+        if any(f in item.fixturenames for f in SLOW_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 def run_script(script: str, *argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -126,6 +126,7 @@ def test_bad_flags_exit_2(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference):
     """2 commands × 1 episode × 3 s (the first second dropped): the table, the JSON and a readable PNG."""
     out, js = tmp_path / "figs" / "gait.png", tmp_path / "gait.json"

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from utils.bvh import convert
-from utils.motions import MotionFileError, clip_quality, feet_kinematics, load_motions, save_motions
+from utils import motions
+from utils.kinematics import feet_kinematics
+from utils.motions import MotionFileError, clip_quality, load_motions, save_motions
 from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +189,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD) + ["missing"])
-def test_bad_file_rejected(tmp_path, case):
+def test_bad_file_rejected(tmp_path, case, capsys):
     path = tmp_path / f"{case}.npz"
     if case == "missing":
         expected = "missing file"
@@ -198,12 +200,23 @@ def test_bad_file_rejected(tmp_path, case):
         load_motions(path)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and expected in message, message
-    proc = subprocess.run(
-        [sys.executable, "-m", "utils.motions", "check", str(path)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert proc.returncode != 0
-    assert proc.stderr.strip() == message and "Traceback" not in proc.stderr, proc.stderr
+    assert motions.main(["check", str(path)]) == 1  # a check that failed (exit code 1), one line naming the file
+    assert capsys.readouterr().err.strip() == f"error: {message}"
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_check_cli_exit_codes(tmp_path):
+    """As a user runs it: a rejected file exits 1 with its one line; a bad subcommand argument exits 2."""
+    np.savez(tmp_path / "nan.npz", **_nan(good_arrays()))
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "utils.motions", *argv], cwd=ROOT,  # noqa: E731
+                                       capture_output=True, text=True)  # fmt: skip
+    proc = run("check", str(tmp_path / "nan.npz"))
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {tmp_path / 'nan.npz'}: ")
+    assert "non-finite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = run("render", str(SHIPPED), "--clip", "moonwalk", "--out", str(tmp_path / "x.gif"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and "moonwalk" in proc.stderr
+    assert not (tmp_path / "x.gif").exists()
 
 
 def test_good_file_roundtrip_and_directory(tmp_path):

@@ -75,7 +75,7 @@ def test_bad_flags_fail_before_compile(argv, message, tmp_path, monkeypatch, cap
     assert not (tmp_path / "runs").exists()
 
 
-def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_path):
+def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_path, monkeypatch, capsys):
     run_dir, _ = ppo_verify_run
     (tmp_path / "corrupt.yaml").write_text("num_envs: [1, 2\n")
     (tmp_path / "unknown.yaml").write_text("num_envs: 4\nbogus_flag: 1\n")
@@ -89,12 +89,17 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
         (["--resume", "garbage.msgpack"], "error: --resume garbage.msgpack: not a readable checkpoint"),
         (["--resume", "other.msgpack"], "do not match this env's (44, 66, 11)"),
     ]
-    for argv, message in cases:
-        proc = run_script("ppo_mjx.py", *argv, cwd=tmp_path, timeout=120)
-        assert proc.returncode == 2, argv
-        assert message in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert not (tmp_path / "runs").exists()
+    monkeypatch.chdir(tmp_path)
+    for argv, message in cases:  # in-process: what parse_args stops with
+        with pytest.raises(SystemExit) as e:
+            ppo_mjx.parse_args(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and message in err and "\n" not in err, err
+    # and once as a user runs it: exit code 2, one line, no traceback
+    proc = run_script("ppo_mjx.py", *cases[2][0], cwd=tmp_path, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(cases[2][1]), proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_every_args_field_is_read():

@@ -20,6 +20,7 @@ QUIET = dict(domain_randomization=False, obs_noise=False, action_latency=False)
 SHIPPED = ROOT / "assets" / "policies" / "ppo_walk_h100.msgpack"
 
 
+@pytest.mark.slow
 def test_force_push_gives_the_impulse():
     """Weightless and in the air, a push of F for D control steps changes the robot's CoM velocity by F·D·dt / m."""
     env = WildRobotEnv(replace(Args(), push=True, push_newtons=15.0, **QUIET))
@@ -78,6 +79,7 @@ def test_ground_height_is_mujocos_surface(terrain_env, rough):
         assert not ours.any()
 
 
+@pytest.mark.slow
 def test_shipped_rough_scene_ground():
     env = WildRobotEnv(replace(Args(), scene="assets/scene_rough.xml", **QUIET))
     r = env.sample_randomization(jax.random.PRNGKey(0))
@@ -115,6 +117,7 @@ def test_mjx_soles_stand_on_the_episodes_ground(terrain_env):
     assert world_z_gap.max() > 2e-3
 
 
+@pytest.mark.slow
 def test_init_policy_and_critic_warmup(tmp_path):
     """--init-policy: the first iteration (warm-up) leaves the actor and its normalizer bit-identical to the file's,
     the second trains the actor; the critic is new (66 inputs, the shipped policy's critic had 63)."""

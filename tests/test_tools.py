@@ -135,13 +135,16 @@ def test_video_has_frames(ppo_verify_run, tmp_path):
     assert iio.imread(tmp_path / "walk.gif").shape == (13, 48, 64, 3)  # every second frame, half size
 
 
-def test_benchmark_writes_table_and_plots(tmp_path):
-    variant = "ppo_mjx.py:--num-steps 4 --num-minibatches 2 --update-epochs 1 --eval-episodes 1 --episode-seconds 0.1"
+@pytest.mark.slow
+def test_benchmark_writes_table_and_plots(ppo_verify_run, tmp_path):
+    # ppo_mjx.py --verify's sizes: its compiled programs come from the session's compilation cache (ppo_verify_run)
+    variant = ("ppo_mjx.py:--num-steps 8 --num-minibatches 2 --update-epochs 2 --eval-episodes 2 --episode-seconds 0.2"
+               " --checkpoint-interval 1")  # fmt: skip
     proc = run_module("utils.benchmark", "--variants", variant, "--seeds", "1", "--num-envs", "4", "--iterations", "2",
                       "--out", "bench", "--min-time", "0.1", "--control-steps", "5", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "bench" / "benchmark.md").read_text()
-    assert "| variant | num_envs | seeds | SPS | compile (s) | return @ 32 steps |" in table
+    assert "| variant | num_envs | seeds | SPS | compile (s) | return @ 64 steps |" in table
     row = next(line for line in table.splitlines() if line.startswith("| `ppo_mjx.py:"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:3] == ["4", "1"] and float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
@@ -149,7 +152,7 @@ def test_benchmark_writes_table_and_plots(tmp_path):
     for png in ("return_vs_steps.png", "return_vs_time.png"):
         assert iio.imread(tmp_path / "bench" / png).ndim == 3
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert results["runs"][0]["steps"] == [16, 32] and "4" in results["ceilings"]
+    assert results["runs"][0]["steps"] == [32, 64] and "4" in results["ceilings"]
     assert (tmp_path / "runs").is_dir()  # the training file ran as a user runs it, runs/ under the cwd
 
 

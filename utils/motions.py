@@ -252,8 +252,9 @@ def clip_quality(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, fps:
 def report(path: Path, motions: Motions) -> None:
     model = load_model(SCENE_FLAT)
     print(f"{path}: {len(motions.qpos)} frames at {motions.fps:g} fps, {len(motions.clip_names)} clips")
+    w = max(16, *map(len, motions.clip_names))  # names like forward_0.3_turn_left_0.25 are longer
     print(
-        f"  {'clip':16s} {'s':>5s} {'ZMP in %':>8s} {'slide m/s':>9s} {'pen mm':>6s} {'flight':>6s} "
+        f"  {'clip':{w}s} {'s':>5s} {'ZMP in %':>8s} {'slide m/s':>9s} {'pen mm':>6s} {'flight':>6s} "
         f"{'twist':>5s} {'margin':>6s} {'clear cm':>8s}  {'velocity (vx vy wz)':>22s}  {'command':>18s}"
     )
     for name in motions.clip_names:
@@ -263,7 +264,7 @@ def report(path: Path, motions: Motions) -> None:
         vel = " ".join(f"{v:+.3f}" for v in q["velocity"])
         cmd = " ".join(f"{v:+.2f}" for v in q["command"])
         print(
-            f"  {name:16s} {q['frames'] / motions.fps:5.1f} {q['zmp_inside']:8.1f} {q['slide']:9.4f} "
+            f"  {name:{w}s} {q['frames'] / motions.fps:5.1f} {q['zmp_inside']:8.1f} {q['slide']:9.4f} "
             f"{1000 * q['penetration']:6.2f} {q['flight']:6d} {q['twist']:5.2f} {q['limit_margin']:6.3f} "
             f"{100 * q['clearance']:8.2f}"
             f"  {vel:>22s}  {cmd:>18s}"
