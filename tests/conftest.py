@@ -20,10 +20,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wild
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the suite is CPU-only; several workers must not share one GPU
+PPO_VERIFY_FLAGS = ("--capture-video", "--critic-warmup-iterations", "1")
 RUN_FIXTURES = ("ppo_verify_run", "amp_verify_run")  # session fixtures that run a training file (once per worker)
 SLOW_FIXTURES = (*RUN_FIXTURES, "eval_report", "env", "terrain_env", "mjx_step")  # each compiles MJX
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     """With -n: the tests of each training run on one worker (the run is made once), the other tests of a module on
     one worker (its module-scoped compiled fixtures are built once). Mark slow what compiles or trains."""
@@ -76,8 +78,10 @@ def assert_resume_matches(script: str, run_dir: Path, tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def ppo_verify_run(tmp_path_factory):
-    """`python ppo_mjx.py --verify --capture-video`: the run folder (2 iterations, a checkpoint after each, a video)."""
-    return verify_run("ppo_mjx.py", tmp_path_factory, "--capture-video")
+    """`python ppo_mjx.py --verify --capture-video --critic-warmup-iterations 1`: the run folder (2 iterations, the
+    first critic-only, a checkpoint after each, a video). Other runs with these settings (--init-policy, the benchmark
+    harness) compile nothing new: their programs come from the session's compilation cache."""
+    return verify_run("ppo_mjx.py", tmp_path_factory, *PPO_VERIFY_FLAGS)
 
 
 @pytest.fixture(scope="session")

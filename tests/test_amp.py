@@ -10,7 +10,7 @@ import pytest
 from flax import serialization
 
 import ppo_amp_mjx as amp
-from conftest import ROOT, assert_resume_matches, run_script
+from conftest import PPO_VERIFY_FLAGS, ROOT, assert_resume_matches, run_script
 from utils.motions import load_motions
 
 
@@ -190,7 +190,7 @@ def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
 def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
     # ppo_mjx.py's initial action std (the AMP file starts quieter)
     proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--init-std", "0.5", "--exp-name", "zero",
-                      cwd=tmp_path)  # fmt: skip
+                      *PPO_VERIFY_FLAGS, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ppo_dir, _ = ppo_verify_run
     amp_dir = next((tmp_path / "runs").iterdir())

@@ -127,13 +127,14 @@ def test_bad_flags_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference):
-    """2 commands × 1 episode × 3 s (the first second dropped): the table, the JSON and a readable PNG."""
+def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference, capsys):
+    """2 commands × 1 episode × 3 s (the first second dropped): the table, the JSON and a readable PNG (in-process:
+    test_missing_checkpoint_exits_2_with_one_line runs the CLI as a user does)."""
     out, js = tmp_path / "figs" / "gait.png", tmp_path / "gait.json"
-    proc = run_module("utils.compare_gaits", str(SHIPPED_POLICY), "--clips", "stand", "forward_0.3", "--episodes", "1",
-                      "--seconds", "3", "--skip", "1", "--out", str(out), "--json", str(js), cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "steps/s" in proc.stdout and "most different features" in proc.stdout
+    cg.main([str(SHIPPED_POLICY), "--clips", "stand", "forward_0.3", "--episodes", "1", "--seconds", "3", "--skip", "1",
+             "--out", str(out), "--json", str(js)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "steps/s" in printed and "most different features" in printed
     report = json.loads(js.read_text())
     assert report["feature_names"] == list(cg.FEATURE_NAMES)
     assert report["reference"]["step_freq"] == {"stand": 0.0, "forward_0.3": pytest.approx(2.5)}

@@ -139,7 +139,7 @@ def test_video_has_frames(ppo_verify_run, tmp_path):
 def test_benchmark_writes_table_and_plots(ppo_verify_run, tmp_path):
     # ppo_mjx.py --verify's sizes: its compiled programs come from the session's compilation cache (ppo_verify_run)
     variant = ("ppo_mjx.py:--num-steps 8 --num-minibatches 2 --update-epochs 2 --eval-episodes 2 --episode-seconds 0.2"
-               " --checkpoint-interval 1")  # fmt: skip
+               " --checkpoint-interval 1 --critic-warmup-iterations 1")  # fmt: skip
     proc = run_module("utils.benchmark", "--variants", variant, "--seeds", "1", "--num-envs", "4", "--iterations", "2",
                       "--out", "bench", "--min-time", "0.1", "--control-steps", "5", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
