@@ -191,8 +191,9 @@ def cpu_hint(backend: str, num_envs: int, sps: float, steps_left: int) -> str | 
     left, and the setting that runs fastest there. None on an accelerator or with a CPU-sized batch."""
     if backend != "cpu" or num_envs <= 256:
         return None
-    return (f"cpu: {sps:,.0f} env steps/s at {num_envs} envs, about {steps_left / sps / 3600:.1f} h to go; a CPU runs "
-            "64-256 envs fastest (e.g. --num-envs 128 --num-minibatches 4)")
+    left = f"{steps_left / sps / 3600:.1f} h" if steps_left > 3600 * sps else f"{steps_left / sps / 60:.0f} min"
+    return (f"cpu: {sps:,.0f} env steps/s at {num_envs} envs, about {left} to go; a CPU runs 64-256 envs fastest "
+            "(e.g. --num-envs 128 --num-minibatches 4)")
 
 
 def fail(message: str, code: int = 2):

@@ -103,6 +103,7 @@ def test_cpu_hint(mod):
     """A GPU-sized batch on a CPU gets the measured rate, the time left and the CPU setting; nothing otherwise."""
     hint = mod.cpu_hint("cpu", 2048, 1200.0, 100_000_000)
     assert hint.startswith("cpu: 1,200 env steps/s at 2048 envs, about 23.1 h to go") and "--num-envs 128" in hint
+    assert "about 14 min to go" in mod.cpu_hint("cpu", 512, 2000.0, 1_700_000)
     assert mod.cpu_hint("gpu", 8192, 400_000.0, 10**8) is None and mod.cpu_hint("cpu", 256, 2400.0, 10**7) is None
 
 
