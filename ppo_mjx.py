@@ -237,7 +237,7 @@ JOINT_NAMES = ("left_hip_pitch", "left_hip_roll", "left_knee", "left_ankle_pitch
 FEET_SITES = ("left_foot", "right_foot")
 SOLES = ("left_sole", "right_sole")
 COMMAND_RANGE = np.array([[-0.3, 0.6], [-0.2, 0.2], [-0.5, 0.5]])  # vx (m/s), vy (m/s), yaw rate (rad/s)
-COMMAND_SECONDS = 5.0  # a new command every 5 s; 10 % of commands are "stand still", 15 % turn in place
+COMMAND_SECONDS = 5.0  # a new command every 5 s; 10 % of commands are "stand still"
 SWING_HEIGHT = 0.04  # m, target foot clearance at mid-swing
 FALL_HEIGHT = 0.25  # m, pelvis height below which the robot has fallen (standing: 0.478)
 NOMINAL_FRICTION = 0.8  # sliding friction of floor and soles without randomization
@@ -443,8 +443,7 @@ class WildRobotEnv:
         lo, hi = COMMAND_RANGE[:, 0], COMMAND_RANGE[:, 1]
         cmd = jax.random.uniform(k1, (3,), minval=lo, maxval=hi)
         cmd = jp.where(jp.abs(cmd) < 0.05, 0.0, cmd)  # tiny commands are noise: make them exactly zero
-        u = jax.random.uniform(k2)  # uniform draws turn in place 3 % of the time (|vx|, |vy| < 0.05): 15 % more
-        return jp.where(u < 0.1, jp.zeros(3), jp.where(u < 0.25, cmd * jp.array([0.0, 0.0, 1.0]), cmd))
+        return jp.where(jax.random.uniform(k2) < 0.1, jp.zeros(3), cmd)
 
     def reset(self, rng) -> EnvState:
         """A fresh episode at `home` (+ small joint noise). Positions only: obs read the init data's sensors."""
