@@ -376,12 +376,13 @@ def print_table(name: str, result: dict):
     cols = [("falls", "{:.0f}"), ("distance_m", "{:.2f}"), ("vel_error_mps", "{:.3f}"), ("yaw_rate_radps", "{:+.3f}"),
             ("yaw_error_pct", "{:.0f}"), ("torque_nm", "{:.2f}"), ("power_w", "{:.2f}"), ("clearance_m", "{:.3f}"),
             ("flight_pct", "{:.1f}"), ("step_symmetry", "{:.2f}"), ("push_recovery", "{:.2f}")]  # fmt: skip
-    header = f"{'sim':7s} {'command':19s} {'eps':>4s} " + " ".join(f"{c[:13]:>13s}" for c, _ in cols)
+    w = max(19, *(len(c) for rows in result["simulators"].values() for c in rows))  # forward_0.3_turn_left_0.125
+    header = f"{'sim':7s} {'command':{w}s} {'eps':>4s} " + " ".join(f"{c[:13]:>13s}" for c, _ in cols)
     print(f"\n{name} ({result['settings']['seconds']:g} s)\n{header}\n" + "-" * len(header))
     for sim, rows in result["simulators"].items():
         for command, row in rows.items():
             cells = " ".join(f"{'-' if row[c] is None else fmt.format(row[c]):>13s}" for c, fmt in cols)
-            print(f"{sim:7s} {command:19s} {row['episodes']:4d} {cells}")
+            print(f"{sim:7s} {command:{w}s} {row['episodes']:4d} {cells}")
     for sim, (text, met) in result.get("bar", {}).items():
         print(f"bar ({sim}): {text}: {'met' if met else 'NOT met'}")
 
