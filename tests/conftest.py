@@ -31,8 +31,6 @@ sys.path.insert(0, str(ROOT))
 PPO_VERIFY_FLAGS = ("--capture-video", "--critic-warmup-iterations", "1")
 RUN_FIXTURES = ("ppo_verify_run", "amp_verify_run")  # session fixtures that run a training file (once per worker)
 SLOW_FIXTURES = (*RUN_FIXTURES, "eval_report", "env", "terrain_env", "mjx_step")  # each compiles MJX
-# on 2 workers the ppo_verify_run tests take ~275 s and all others ~335 s: one module joins the shorter side
-BALANCE = {"test_compare_gaits": "ppo_verify_run"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -41,7 +39,7 @@ def pytest_collection_modifyitems(items):
     one worker (its module-scoped compiled fixtures are built once). Mark slow what compiles or trains."""
     for item in items:
         run = next((f for f in RUN_FIXTURES if f in item.fixturenames), None)
-        item.add_marker(pytest.mark.xdist_group(run or BALANCE.get(item.module.__name__, item.module.__name__)))
+        item.add_marker(pytest.mark.xdist_group(run or item.module.__name__))
         if any(f in item.fixturenames for f in SLOW_FIXTURES):
             item.add_marker(pytest.mark.slow)
 
