@@ -83,9 +83,11 @@ def command_arg(values: list[str], flag: str = "--command") -> tuple[float, floa
         fail(f"{flag}: {e}")
 
 
-def add_command(parser: argparse.ArgumentParser, default: str, help: str = "the velocity command"):
-    parser.add_argument("--command", nargs="+", default=[default], metavar="NAME | VX VY YAW",
-                        help=f"{help}: a name (utils.cli) or vx (m/s) vy (m/s) yaw rate (rad/s) (default {default})")
+def add_command(parser: argparse.ArgumentParser, default: str | None, help: str = "the velocity command"):
+    """--command NAME | VX VY YAW (read with `command_arg`); default None: optional, args.command is then None."""
+    parser.add_argument("--command", nargs="+", default=None if default is None else [default],
+                        metavar="NAME | VX VY YAW", help=f"{help}: a name (utils.cli) or vx (m/s) vy (m/s) yaw rate "
+                        f"(rad/s)" + (f" (default {default})" if default else ""))  # fmt: skip
 
 
 def add_seed(parser: argparse.ArgumentParser):

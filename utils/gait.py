@@ -20,7 +20,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from utils.cli import COMMANDS, command_arg, command_name
+from utils.cli import COMMANDS, add_command, command_arg, command_name
 from utils.kinematics import G, finite_qvel, multibody_zmp, rotation_error, yaw_matrix
 from utils.motions import save_motions
 from utils.robot import FEET_SITES, JOINT_NAMES, SCENE_FLAT, load_model
@@ -307,8 +307,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output .npz")
     parser.add_argument("--seconds", type=float, default=7.0, help="length of each clip")
-    parser.add_argument("--command", nargs="+", default=None, metavar="NAME | VX VY YAW",
-                        help="one clip with this command (a name, utils/cli.py, or m/s m/s rad/s) instead of the grid")
+    add_command(parser, None, "one clip with this command instead of the grid")
     args = parser.parse_args()
     grid = GRID
     if args.command:
