@@ -1022,9 +1022,10 @@ def main(args: Args):
             logger.close()
             fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
         logger.log(global_step, metrics)
-        hint = cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], args.total_timesteps - global_step)
-        if iteration == first + 1 and hint:  # measured on the first iteration after the compile
-            bar.write(hint)
+        if iteration == first + 1:  # the rate measured on the first iteration after the compile
+            steps_left = args.total_timesteps - global_step
+            if hint := cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], steps_left):
+                bar.write(hint)
         bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
                   f"return {metrics['charts/episodic_return']:7.3f} | "
                   f"length {metrics['charts/episodic_length']:6.1f} | "
