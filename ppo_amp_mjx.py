@@ -141,8 +141,8 @@ class Args:
     """iterations at the start that train only the critic: the actor and its observation normalizer stay untouched"""
 
     # AMP: style reward from a discriminator trained on reference motions
-    motion_file: str = "assets/motions"
-    """reference motions: an .npz file or a folder of them (utils/motions.py format)"""
+    motion_file: str = "assets/motions/wildrobot_walk.npz"
+    """reference motions: an .npz file or a folder of them (utils/motions.py format); the generator's gait by default"""
     amp_weight: float = 5.0
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0

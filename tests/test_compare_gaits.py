@@ -14,14 +14,14 @@ from test_tools import error_line, run_module
 from utils import compare_gaits as cg
 from utils.gait import GaitParams
 from utils.motions import load_motions
-from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
 
 SHIPPED_POLICY = ROOT / "assets" / "policies" / "ppo_walk_h100.msgpack"
 
 
 @pytest.fixture(scope="module")
 def motions():
-    return load_motions(MOTIONS_DIR)
+    return load_motions(WALK_MOTIONS)
 
 
 @pytest.fixture(scope="module")

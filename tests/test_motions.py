@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.bvh import convert
 from utils import motions
 from utils.kinematics import feet_kinematics
 from utils.motions import MotionFileError, clip_quality, load_motions, save_motions
-from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+from utils.retarget import main as retarget_main
+from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = MOTIONS_DIR / "wildrobot_walk.npz"
+SHIPPED = WALK_MOTIONS
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +129,9 @@ def write_walk_bvh(path: Path, seconds: float = 3.0, fps: float = 60.0) -> None:
 
 def test_bvh_import_alternating_steps(tmp_path, model):
     write_walk_bvh(tmp_path / "walk.bvh")
-    out, scale = convert(tmp_path / "walk.bvh", tmp_path / "walk.npz", command=(0.18, 0, 0))
-    assert scale == pytest.approx(0.372 / 82.0, rel=1e-3)  # robot hip-to-ankle / human hip-to-ankle
+    out = tmp_path / "walk.npz"
+    retarget_main([str(tmp_path / "walk.bvh"), "--out", str(out), "--kinematic", "--command", "0.18", "0", "0"])
+    scale = 0.372 / 82.0  # robot hip-to-ankle / human hip-to-ankle
     motions = load_motions(out)  # validates shapes, names, limits
     assert motions.fps == 50.0 and len(motions.qpos) == 150
     _, corners = feet_kinematics(model, motions.qpos.astype(np.float64))

@@ -1,17 +1,15 @@
-"""BVH (CMU-style mocap) importer: parse, forward kinematics, retarget to the WildRobot by scaled keypoint IK.
+"""BVH (CMU-style mocap) reader: parse, forward kinematics, keypoints, and the plain kinematic retarget.
 
-The human's hips, knees, ankles and toes are expressed relative to the pelvis, scaled by the leg-length ratio
-(robot hip-to-ankle / human hip-to-ankle), re-anchored at the robot's own hips (the robot's hips are narrower), and
-tracked with damped-least-squares IK on the MJCF (free root included); then each frame is lowered or raised so the
-lowest sole touches the floor. Positions are kept up to one global yaw that turns the subject to face +x.
-
-    python -m utils.bvh walk.bvh --out assets/motions/walk_bvh.npz            # --scale auto, --fps 50
-    python -m utils.bvh walk.bvh --out walk.npz --scale 0.0056 --up y --command forward_0.3   # or VX VY YAW
+`utils.retarget` turns a take into clips the robot can perform (and has the command line); `retarget` here is the
+joint-for-joint version it measures style against: the human's hips, knees, ankles and toes relative to the pelvis,
+scaled by the leg-length ratio (robot hip-to-ankle / human hip-to-ankle), re-anchored at the robot's own hips (the
+robot's hips are narrower), tracked with damped-least-squares IK on the MJCF (free root included); then each frame is
+lowered or raised so the lowest sole touches the floor. Positions are kept up to one global yaw that turns the subject
+to face +x.
 
 Format reference: https://research.cs.wisc.edu/graphics/Courses/cs-838-1999/Jeff/BVH.html
 """
 
-import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from utils.cli import add_command, command_arg, fail
-from utils.kinematics import feet_kinematics, finite_qvel, rotation_error, yaw_matrix
-from utils.motions import save_motions
+from utils.kinematics import feet_kinematics, rotation_error, yaw_matrix
 from utils.robot import FEET_SITES, JOINT_NAMES, SCENE_FLAT, load_model
 
 # human joint names tried in order: CMU BVH (LeftUpLeg), CMU ASF (lfemur), Mixamo-like, generic
@@ -56,7 +52,7 @@ def parse(path: str | Path) -> Skeleton:
     if not tokens or tokens[0] != "HIERARCHY":
         raise BVHError(f"{path}: not a BVH file (no HIERARCHY)")
     i = 1
-    while tokens[i] != "MOTION":
+    while i < len(tokens) and tokens[i] != "MOTION":
         tok = tokens[i]
         if tok in ("ROOT", "JOINT"):
             names.append(tokens[i + 1])
@@ -85,10 +81,17 @@ def parse(path: str | Path) -> Skeleton:
             i += 2 + n
         else:
             raise BVHError(f"{path}: unexpected token {tok!r} in HIERARCHY")
+    if i >= len(tokens):
+        raise BVHError(f"{path}: no MOTION section")
+    if "Frames:" not in tokens[i:] or "Time:" not in tokens[i:]:
+        raise BVHError(f"{path}: MOTION has no 'Frames:' or 'Frame Time:' line")
     n_frames = int(tokens[tokens.index("Frames:", i) + 1])
     j = tokens.index("Time:", i)
     frame_time = float(tokens[j + 1])
-    values = np.array(tokens[j + 2 :], float)
+    try:
+        values = np.array(tokens[j + 2 :], float)
+    except ValueError as err:
+        raise BVHError(f"{path}: MOTION has a value that is not a number ({err})") from None
     width = sum(len(c) for c in channels)
     if values.size != n_frames * width:
         raise BVHError(f"{path}: MOTION has {values.size} numbers, expected {n_frames} frames x {width} channels")
@@ -146,30 +149,40 @@ def find_keypoints(sk: Skeleton) -> dict:
     return found
 
 
-def retarget(sk: Skeleton, scale: float | None = None, fps: float = 50.0, up: str = "y", iters: int = 40):
-    """Robot qpos (T, 18) at `fps` from a parsed skeleton; scale None = leg-length ratio."""
-    model = load_model(SCENE_FLAT)
-    data = mujoco.MjData(model)
+def human_positions(sk: Skeleton, fps: float, up: str = "y") -> tuple[np.ndarray, dict, float]:
+    """Joint positions (T, J, 3) at `fps` in BVH units, turned into the robot's axes: z up, x the subject's heading at
+    the first frame (y to the subject's left, from the hips); the keypoints; the hip-to-ankle length in BVH units."""
     pos = forward_kinematics(sk)  # (F, J, 3)
     kp = find_keypoints(sk)
+    if not np.isfinite(pos).all():
+        raise BVHError("non-finite values in MOTION")
+    jumps = np.linalg.norm(np.diff(pos, axis=0), axis=2).max(axis=1)  # (F-1,) largest joint move per frame
+    if len(jumps) > 2 and jumps[0] > 10 * np.median(jumps[1:]):  # a rest pose first (CMU's conversions have one)
+        pos = pos[1:]
     # resample to fps by linear interpolation (joint positions, not angles: simple and good enough at >= 30 Hz)
     t_src = np.arange(len(pos)) * sk.frame_time
     t_dst = np.arange(0.0, t_src[-1] + 1e-9, 1.0 / fps)
     flat = pos.reshape(len(pos), -1)  # (F, J*3)
     pos = np.stack([np.interp(t_dst, t_src, col) for col in flat.T], axis=1).reshape(len(t_dst), -1, 3)  # (T, J, 3)
-    # robot frame: z up, y to the subject's left (from the hips at frame 0), x = forward
     up_v = np.eye(3)["xyz".index(up)]
     left = pos[0, kp["hip"][0]] - pos[0, kp["hip"][1]]
     left = left - left @ up_v * up_v
     left /= np.linalg.norm(left)
     basis = np.stack([np.cross(left, up_v), left, up_v])  # rows: robot x, y, z in BVH coordinates
     pos = pos @ basis.T
+    leg = np.linalg.norm(pos[0, kp["knee"][0]] - pos[0, kp["hip"][0]])
+    leg += np.linalg.norm(pos[0, kp["ankle"][0]] - pos[0, kp["knee"][0]])
+    return pos, kp, float(leg)
+
+
+def retarget(sk: Skeleton, scale: float | None = None, fps: float = 50.0, up: str = "y", iters: int = 40):
+    """Robot qpos (T, 18) at `fps` from a parsed skeleton, joint for joint (not made feasible: see utils.retarget);
+    scale None = leg-length ratio."""
+    model = load_model(SCENE_FLAT)
+    data = mujoco.MjData(model)
+    pos, kp, human_leg = human_positions(sk, fps, up)
     hips = pos[:, list(kp["hip"])]  # (T, 2, 3)
-    if scale is None:
-        human_leg = np.linalg.norm(pos[0, kp["knee"][0]] - hips[0, 0]) + np.linalg.norm(
-            pos[0, kp["ankle"][0]] - pos[0, kp["knee"][0]]
-        )
-        scale = ROBOT_LEG / human_leg
+    scale = ROBOT_LEG / human_leg if scale is None else scale
     pelvis = hips.mean(axis=1)  # the hip-joint midpoint: better defined across skeletons than the root joint
     origin = pelvis[0] * np.array([1, 1, 0])
     lat = hips[:, 0] - hips[:, 1]
@@ -230,36 +243,3 @@ def _on_floor(model: mujoco.MjModel, qpos: np.ndarray) -> np.ndarray:
     qpos = qpos.copy()
     qpos[:, 2] -= corners[..., 2].reshape(len(qpos), -1).min(axis=1)
     return qpos
-
-
-def convert(path, out, scale=None, fps=50.0, up="y", command=(0.0, 0.0, 0.0), name=None):
-    """BVH file -> motion .npz with one clip; returns the output path."""
-    model = load_model(SCENE_FLAT)
-    qpos, scale = retarget(parse(path), scale, fps, up)
-    qvel = finite_qvel(model, qpos, 1.0 / fps)
-    save_motions(
-        out, fps, qpos, qvel, [name or Path(path).stem], [0], [len(qpos)], [command], joint_names=JOINT_NAMES
-    )
-    return out, scale
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bvh", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--scale", default="auto", help="'auto' (leg-length ratio) or metres per BVH unit")
-    parser.add_argument("--fps", type=float, default=50.0)
-    parser.add_argument("--up", choices=("x", "y", "z"), default="y", help="the BVH's up axis (CMU: y)")
-    add_command(parser, "stand", "the clip's command")
-    args = parser.parse_args()
-    command = command_arg(args.command)
-    try:
-        scale = None if args.scale == "auto" else float(args.scale)
-        out, scale = convert(args.bvh, args.out, scale, args.fps, args.up, command)
-    except (BVHError, ValueError, OSError) as err:
-        fail(f"{args.bvh}: {err}" if not str(err).startswith(str(args.bvh)) else str(err))
-    print(f"wrote {out} (scale {scale:.5f} m per BVH unit)")
-
-
-if __name__ == "__main__":
-    main()

@@ -44,7 +44,7 @@ from utils.cli import RUNS, add_seed, fail
 from utils.evaluate import rollout_mjx
 from utils.kinematics import CONTACT_Z, feet_kinematics, sole_contact
 from utils.motions import MotionFileError, load_motions
-from utils.robot import JOINT_NAMES, MOTIONS_DIR, SCENE_FLAT, load_model
+from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
 
 # shapes: n frames of one window (an episode or a clip after the skip), S pooled samples, D = 41 AMP features
 MIN_AIR = 2  # frames (0.04 s) in the air before a landing counts as a step: contact flicker is not a step
@@ -235,7 +235,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("policies", nargs="+", help="checkpoint files or run folders (their latest checkpoint)")
     parser.add_argument("--labels", nargs="+", help="one per policy (default: the file or folder name)")
-    parser.add_argument("--motion-file", default=str(MOTIONS_DIR), help="reference clips: an .npz or a folder")
+    parser.add_argument("--motion-file", default=str(WALK_MOTIONS), help="reference clips: an .npz or a folder")
     parser.add_argument("--clips", nargs="+", help="only these clips' commands (default: all)")
     parser.add_argument("--episodes", type=int, default=4, help="episodes per command")
     parser.add_argument("--seconds", type=float, default=8.0, help="episode length (s)")

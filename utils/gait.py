@@ -244,33 +244,38 @@ class IK:
 # ---------------------------------------------------------------------------------------------------------------
 def generate_clip(model, command, seconds: float, p: GaitParams = GaitParams(), passes: int = 6):
     """qpos (T, nq), qvel (T, nv) for one command, starting from the standing pose."""
-    ik = IK(model)
-    home = model.key("home").qpos.copy()
     data = mujoco.MjData(model)
-    data.qpos[:] = home
+    data.qpos[:] = model.key("home").qpos
     mujoco.mj_kinematics(model, data)
-    foot_x = data.site_xpos[ik.feet[0], 0] - home[0]
+    foot_x = data.site_xpos[model.site(FEET_SITES[0]).id, 0] - data.qpos[0]
     ref = plan(np.asarray(command, float), seconds, p, foot_x)
+    return solve_clip(model, ref, np.full(len(ref["feet"]), p.root_height), passes)
+
+
+def solve_clip(model, ref: dict, root_z: np.ndarray, passes: int = 6):
+    """qpos (T, nq), qvel (T, nv) that follow a plan: feet (T + horizon, 2, 3) x, y, yaw, lift (.., 2), zmp (.., 2),
+    heading (..,), horizon; pelvis height root_z (..,). The first frame must be a standing pose (both feet down)."""
+    ik = IK(model)
     feet, lift, horizon = ref["feet"], ref["lift"], ref["horizon"]
     n = len(feet) - horizon
     stand_feet = np.array([[*feet[0, k, :2], 0.0, feet[0, k, 2]] for k in range(2)])
     # standing pose at the walking height: its CoM sets the pendulum height and the start of the CoM trajectory
-    q0 = ik.solve(home, ref["zmp"][0], p.root_height, 0.0, stand_feet, iters=300)
+    q0 = ik.solve(model.key("home").qpos.copy(), ref["zmp"][0], root_z[0], ref["heading"][0], stand_feet, iters=300)
+    data = mujoco.MjData(model)
     data.qpos[:] = q0
     mujoco.mj_kinematics(model, data)
     mujoco.mj_comPos(model, data)
     zc = data.subtree_com[1, 2]
-    zmp_target = ref["zmp"].copy()
     correction = np.zeros((n + horizon, 2))
     for _ in range(passes):
         # pass 1: LIPM; then iterate Kajita's dynamics filter: shift the reference by the accumulated error between the
         # multibody ZMP of the IK motion and the wanted ZMP (the legs' momentum moves it 5-10 cm; ~5 passes converge)
-        com, lipm_zmp = preview_com(zmp_target - correction, zc, horizon, ref["zmp"][0])
+        com, lipm_zmp = preview_com(ref["zmp"] - correction, zc, horizon, ref["zmp"][0])
         qpos = np.zeros((n, model.nq))
         q = q0
         for i in range(n):
             tgt = np.array([[*feet[i, k, :2], lift[i, k], feet[i, k, 2]] for k in range(2)])
-            q = ik.solve(q, com[i], p.root_height, ref["heading"][i], tgt)
+            q = ik.solve(q, com[i], root_z[i], ref["heading"][i], tgt)
             qpos[i] = q
         qvel = finite_qvel(model, qpos, DT)
         err = multibody_zmp(model, qpos, qvel, DT) - ref["zmp"][:n]

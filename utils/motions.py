@@ -276,25 +276,31 @@ def report(path: Path, motions: Motions) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 def track(motions: Motions, name: str, seconds: float | None = None) -> dict:
     """Play a clip's qpos[7:] as ctrl in plain MuJoCo (free root, no assistance); how long does it stay up?"""
+    sl = motions.clip(name)
+    return dict(clip=name, **servo_playback(motions.qpos[sl], motions.qvel[sl], motions.fps, seconds))
+
+
+def servo_playback(qpos: np.ndarray, qvel: np.ndarray, fps: float, seconds: float | None = None) -> dict:
+    """`track` for arrays: from the first frame (qpos and qvel), each frame's joint angles as the servo targets; after
+    the last frame its targets are held. Returns seconds played, fell_at (None: up), distance and ref_distance (m)."""
     model = load_model(SCENE_FLAT)
     data = mujoco.MjData(model)
-    sl = motions.clip(name)
-    qpos, qvel = motions.qpos[sl].astype(np.float64), motions.qvel[sl].astype(np.float64)
+    qpos, qvel = qpos.astype(np.float64), qvel.astype(np.float64)
     data.qpos[:], data.qvel[:] = qpos[0], qvel[0]
     mujoco.mj_forward(model, data)
-    substeps = int(round(1.0 / motions.fps / model.opt.timestep))
-    steps = len(qpos) if seconds is None else int(seconds * motions.fps)
+    substeps = int(round(1.0 / fps / model.opt.timestep))
+    steps = len(qpos) if seconds is None else int(seconds * fps)
     start, fallen_at = data.qpos[:2].copy(), None
     for i in range(steps):
         data.ctrl[:] = qpos[min(i, len(qpos) - 1), 7:]
         mujoco.mj_step(model, data, nstep=substeps)
         up_z = 1 - 2 * (data.qpos[4] ** 2 + data.qpos[5] ** 2)  # world z of the pelvis z axis
         if data.qpos[2] < 0.3 or up_z < 0.7:
-            fallen_at = (i + 1) / motions.fps
+            fallen_at = (i + 1) / fps
             break
     distance = float(np.linalg.norm(data.qpos[:2] - start))
     ref_distance = float(np.linalg.norm(qpos[min(steps, len(qpos)) - 1, :2] - qpos[0, :2]))
-    return dict(clip=name, seconds=steps / motions.fps, fell_at=fallen_at, distance=distance, ref_distance=ref_distance)
+    return dict(seconds=steps / fps, fell_at=fallen_at, distance=distance, ref_distance=ref_distance)
 
 
 def main(argv=None) -> int:

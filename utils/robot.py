@@ -25,6 +25,7 @@ SCENE_TERRAIN = ASSETS / "scene_terrain.xml"  # the training ground (floor + hei
 SCENE_BUMPY = ASSETS / "scene_bumpy.xml"
 SCENES = (SCENE_FLAT, SCENE_ROUGH, SCENE_TERRAIN, SCENE_BUMPY)  # every scene that carries the `home` keyframe
 MOTIONS_DIR = ASSETS / "motions"
+WALK_MOTIONS = MOTIONS_DIR / "wildrobot_walk.npz"  # the walking-pattern generator's clips (AMP's default reference)
 
 # qpos[7:] order == actuator order
 JOINT_NAMES = (
