@@ -87,7 +87,7 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
         (["--config", "corrupt.yaml"], "error: --config corrupt.yaml: cannot read"),
         (["--config", "unknown.yaml"], "error: --config unknown.yaml: unknown settings bogus_flag"),
         (["--resume", "garbage.msgpack"], "error: --resume garbage.msgpack: not a readable checkpoint"),
-        (["--resume", "other.msgpack"], "do not match this env's (44, 67, 11)"),
+        (["--resume", "other.msgpack"], "do not match this env's (44, 66, 11)"),
     ]
     monkeypatch.chdir(tmp_path)
     for argv, message in cases:  # in-process: what parse_args stops with

@@ -120,7 +120,7 @@ def test_mjx_soles_stand_on_the_episodes_ground(terrain_env):
 @pytest.mark.slow
 def test_init_policy_and_critic_warmup(ppo_verify_run, tmp_path):
     """--init-policy: the first iteration (warm-up) leaves the actor and its normalizer bit-identical to the file's,
-    the second trains the actor; the critic is new (67 inputs, the shipped policy's critic had 63). The same
+    the second trains the actor; the critic is new (66 inputs, the shipped policy's critic had 63). The same
     settings as ppo_verify_run (the compiled programs come from the cache), plus the policy to start from."""
     proc = run_script("ppo_mjx.py", "--verify", *PPO_VERIFY_FLAGS, "--init-policy", str(SHIPPED), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

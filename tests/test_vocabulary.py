@@ -74,7 +74,7 @@ def test_one_definition_of_the_observation_layout_and_the_contact_rules():
     for mod in (ppo_mjx, ppo_amp_mjx):
         at = mod.obs_slices(mod.OBS_LAYOUT)
         assert mod.WildRobotEnv.OBS_SIZE == at["phase"].stop == 44 and at["command"] == slice(6, 9)
-        assert mod.obs_slices(mod.CRITIC_LAYOUT)["yaw_rate"].stop == mod.WildRobotEnv.CRITIC_OBS_SIZE == 67
+        assert mod.obs_slices(mod.CRITIC_LAYOUT)["push"].stop == mod.WildRobotEnv.CRITIC_OBS_SIZE == 66
 
 
 def test_command_names_parse_back():
