@@ -1,6 +1,6 @@
 """PPO + Adversarial Motion Priors on MuJoCo MJX: the WildRobot walks on command, in the style of reference motions.
 
-    python ppo_amp_mjx.py                     # the default job: 2048 envs, the shipped gait clips in assets/motions
+    python ppo_amp_mjx.py                     # the default job: 2048 envs, the shipped gait clips (wildrobot_walk.npz)
     python ppo_amp_mjx.py --motion-file my_clips.npz --amp-weight 1.0
     python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
     python ppo_amp_mjx.py --amp-weight 0 --init-std 0.5   # ppo_mjx.py on the same seed (to float rounding)
@@ -630,9 +630,8 @@ class WildRobotEnv:
         # auto-reset: a done env continues from a fresh episode; the reached critic obs stays for the bootstrap
         fresh = self.reset(k_reset)
         after = jax.tree.map(lambda a, b: jp.where(done, a, b), fresh, stepped)
-        # AMP: keep the reached state's qpos and qvel too
         return after.replace(reward=reward, done=done, truncated=truncated, reached_critic_obs=critic_obs,
-                             reached_qpos_qvel=amp_reached, metrics=metrics)
+                             reached_qpos_qvel=amp_reached, metrics=metrics)  # AMP: the reached qpos and qvel too
 
     # --- observation / reward ------------------------------------------------------------------------------------
     def gravity(self, data) -> jax.Array:
@@ -1101,8 +1100,8 @@ def make_train(args: Args, env: WildRobotEnv):
         amp_rng, k_disc = jax.random.split(jax.random.fold_in(rng, 0xA3))
         disc_params = disc.init(k_disc, jp.zeros(int(seen.sum())))["params"]
         return RunnerState(params, optimizer.init(params), Normalizer.create(env.OBS_SIZE),
-                           Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0), disc_params,
-                           disc_optimizer.init(disc_params), Normalizer.create(feat_dim),
+                           Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0),
+                           disc_params, disc_optimizer.init(disc_params), Normalizer.create(feat_dim),  # AMP: + these
                            jp.zeros((args.disc_replay_size, 2 * feat_dim)), jp.int32(0), amp_rng)  # fmt: skip
 
     def policy(params, obs_norm, obs):  # (..., O) raw -> mean, std (..., A)
@@ -1312,7 +1311,7 @@ def main(args: Args):
                   f"length {metrics['charts/episodic_length']:6.1f} | "
                   f"pg {metrics['losses/policy_loss']:+.4f} | v {metrics['losses/value_loss']:.4f} | "
                   f"ent {metrics['losses/entropy']:.2f} | kl {metrics['losses/approx_kl']:.4f} | "
-                  f"disc acc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # fmt: skip
+                  f"disc acc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # AMP: + disc
         if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
             last_ckpt = run_dir / "checkpoints" / f"ckpt_{iteration:06d}.msgpack"
             write_checkpoint(last_ckpt, runner_state, args, global_step)
