@@ -5,8 +5,8 @@
     python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
     python ppo_amp_mjx.py --amp-weight 0 --init-std 0.5   # ppo_mjx.py on the same seed (to float rounding)
 
-This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block ppo_mjx.py lacks
-starts with `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
+This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block that differs from
+ppo_mjx.py carries `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
 reference clips' (s, s') feature pairs from the policy's; its least-squares score becomes a style reward added to
 the task reward. See README.md "ppo_amp_mjx.py" for the flags, the metric names and results. Structure follows
 CleanRL's `ppo_continuous_action.py`; the rollout + GAE + update is one jitted function built from `lax.scan`, as in
@@ -39,9 +39,8 @@ from tqdm import tqdm
 with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
     from mujoco import mjx
 
-# AMP: reference clips: the safe loader (it never unpickles) and their sole kinematics
-from utils.kinematics import feet_kinematics
-from utils.motions import MotionFileError, load_motions
+from utils.kinematics import feet_kinematics  # AMP: the reference clips' sole kinematics
+from utils.motions import MotionFileError, load_motions  # AMP: and their safe loader (it never unpickles)
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 # AMP: D AMP feature dim (41), P reference pairs, R replay size
@@ -163,11 +162,15 @@ class Args:
     disc_weight_decay: float = 1e-4
     """L2 weight on all discriminator weights"""
     disc_replay_size: int = 100_000
-    """replay buffer of past policy (s, s') pairs"""
+    """replay buffer of past policy (s, s') pairs (a ring: the oldest are overwritten)"""
+    disc_replay_insert: int = 4096
+    """policy pairs written to the replay buffer per iteration (a random subset): it spans 24 iterations at any size"""
     disc_batch_size: int = 4096
     """reference pairs (and as many policy pairs) per discriminator update"""
-    disc_updates: int = 2
-    """discriminator updates per iteration"""
+    disc_policy_share: float = 0.2
+    """policy pairs the discriminator sees per iteration / batch: the updates (2 at 2048 envs, 8 at 8192, 1 at 256)"""
+    disc_updates: int | None = None
+    """discriminator updates per iteration (default: from --disc-policy-share)"""
     reference_init: float = 0.5
     """share of training episodes that start from a random reference frame instead of `home` (evaluation: none)"""
     feature_min_std: float = 5e-3
@@ -183,7 +186,7 @@ class Args:
 VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2,
                     checkpoint_interval=1, eval_episodes=2, episode_seconds=0.2)  # fmt: skip
 # AMP: small discriminator sizes for --verify
-VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=128)
+VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=40, disc_replay_insert=24)  # wraps in the 2nd iteration
 
 
 def cpu_hint(backend: str, num_envs: int, sps: float, steps_left: int) -> str | None:
@@ -246,8 +249,12 @@ def finalize_args(args: Args) -> Args:
     if min(args.amp_weight, args.task_weight, args.waist_weight) < 0:
         fail(f"--amp-weight, --task-weight and --waist-weight must be >= 0, got {args.amp_weight}, {args.task_weight} "
              f"and {args.waist_weight}")  # fmt: skip
-    if min(args.disc_batch_size, args.disc_replay_size, args.disc_updates) <= 0 or args.disc_learning_rate <= 0:
-        fail("--disc-batch-size, --disc-replay-size, --disc-updates and --disc-learning-rate must be positive")
+    if args.disc_updates is None:
+        args = replace(args, disc_updates=max(1, round(args.disc_policy_share * batch / args.disc_batch_size)))
+    if min(args.disc_batch_size, args.disc_replay_size, args.disc_replay_insert, args.disc_updates,
+           args.disc_learning_rate, args.disc_policy_share) <= 0:  # fmt: skip
+        fail("--disc-batch-size, --disc-replay-size, --disc-replay-insert, --disc-updates, --disc-learning-rate and "
+             "--disc-policy-share must be positive")
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
         fail(f"--reference-init must be in [0, 1] and --feature-min-std >= 0, got {args.reference_init} and "
              f"{args.feature_min_std}")  # fmt: skip
@@ -334,6 +341,8 @@ NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 # the observations: name -> width, in order (the tools read observations by these names, see obs_slices)
 OBS_LAYOUT = dict(gravity=3, gyro=3, command=3, joint_pos=11, joint_vel=11, last_action=11, phase=2)  # actor (O)
 CRITIC_LAYOUT = dict(actor=sum(OBS_LAYOUT.values()), linvel=3, height=1, contact=2, feet_height=2, torque=11, push=3)
+LOSSES = ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl")  # checked each iteration
+LOSSES += ("amp/disc_loss", "amp/grad_penalty")  # AMP: the discriminator's too
 
 
 def obs_slices(layout: dict) -> dict[str, slice]:
@@ -799,8 +808,9 @@ class RunnerState:
     disc_params: dict
     disc_opt_state: optax.OptState
     amp_norm: Normalizer  # (D,)
-    replay: jax.Array  # (R, 2D)
-    replay_count: jax.Array  # ()  pairs ever inserted
+    replay: jax.Array  # (R, 2D)  a ring
+    replay_next: jax.Array  # ()  the slot the next pair goes to
+    replay_stored: jax.Array  # ()  filled slots (saturates at R)
     amp_rng: jax.Array  # (2,)  separate, so --amp-weight 0 consumes PPO's stream exactly like ppo_mjx.py
 
 
@@ -906,6 +916,14 @@ def gradient_penalty(disc_fn, x):
     """mean ||∂D/∂x||² over samples x [M, F]; disc_fn maps one sample (F,) to a scalar logit."""
     grads = jax.vmap(jax.grad(disc_fn))(x)  # (M, F)
     return jp.mean(jp.sum(grads**2, axis=-1))
+
+
+def ring_insert(buffer, next_slot, stored, rows):  # AMP: the replay buffer
+    """Write rows (K, ...) into the ring buffer (R, ...) from next_slot on, wrapping; returns the buffer, the next slot
+    and the filled count (saturating at R, so it never overflows however long the run)."""
+    size, k = buffer.shape[0], rows.shape[0]
+    buffer = buffer.at[(next_slot + jp.arange(k)) % size].set(rows)
+    return buffer, (next_slot + k) % size, jp.minimum(stored + k, size)
 
 
 def discriminator_loss(params, disc_apply, ref, pol, loss_type, grad_penalty, logit_reg, weight_decay):
@@ -1102,7 +1120,7 @@ def make_train(args: Args, env: WildRobotEnv):
         return RunnerState(params, optimizer.init(params), Normalizer.create(env.OBS_SIZE),
                            Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0),
                            disc_params, disc_optimizer.init(disc_params), Normalizer.create(feat_dim),  # AMP: + these
-                           jp.zeros((args.disc_replay_size, 2 * feat_dim)), jp.int32(0), amp_rng)  # fmt: skip
+                           jp.zeros((args.disc_replay_size, 2 * feat_dim)), jp.int32(0), jp.int32(0), amp_rng)
 
     def policy(params, obs_norm, obs):  # (..., O) raw -> mean, std (..., A)
         return actor.apply({"params": params["actor"]}, obs_norm(obs))
@@ -1188,7 +1206,7 @@ def make_train(args: Args, env: WildRobotEnv):
         amp_rng, k_norm, k_upd, k_ins = jax.random.split(rs.amp_rng, 4)
         ref_sample = ref_pairs[jax.random.randint(k_norm, (args.disc_batch_size,), 0, len(ref_pairs))]
         amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_sample[:, :feat_dim]]))
-        stored = jp.minimum(rs.replay_count, args.disc_replay_size)
+        stored = rs.replay_stored
 
         def update_disc(carry, key):
             disc_params, disc_opt = carry
@@ -1207,11 +1225,11 @@ def make_train(args: Args, env: WildRobotEnv):
 
         (disc_params, disc_opt), disc_metrics = jax.lax.scan(update_disc, (rs.disc_params, rs.disc_opt_state),
                                                              jax.random.split(k_upd, args.disc_updates))  # fmt: skip
-        n_insert = min(args.batch_size, args.disc_replay_size)  # ring buffer: overwrite the oldest pairs
+        n_insert = min(args.batch_size, args.disc_replay_size, args.disc_replay_insert)
         new = pol_flat[jax.random.permutation(k_ins, args.batch_size)[:n_insert]]
-        replay = rs.replay.at[(rs.replay_count + jp.arange(n_insert)) % args.disc_replay_size].set(new)
+        replay, nxt, stored = ring_insert(rs.replay, rs.replay_next, rs.replay_stored, new)
         rs = rs.replace(disc_params=disc_params, disc_opt_state=disc_opt, amp_norm=amp_norm, replay=replay,
-                        replay_count=rs.replay_count + n_insert, amp_rng=amp_rng)  # fmt: skip
+                        replay_next=nxt, replay_stored=stored, amp_rng=amp_rng)  # fmt: skip
         metrics |= {k: v.mean() for k, v in disc_metrics.items()}
         metrics |= {"amp/style_reward": style.mean(), "charts/task_reward": task_reward.mean()}
         done = traj.done.astype(jp.float32)
@@ -1297,21 +1315,21 @@ def main(args: Args):
         global_step += args.batch_size
         metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
         metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
-        if not math.isfinite(metrics["losses/policy_loss"]):
+        # every loss is finite before anything is logged or a checkpoint written (explained variance may be NaN)
+        if bad := [k for k in LOSSES if not math.isfinite(metrics[k])]:
             logger.close()
-            fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
+            fail(f"non-finite {', '.join(bad)} at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
         logger.log(global_step, metrics)
         if iteration == first + 1:  # the rate measured on the first iteration after the compile
             steps_left = args.total_timesteps - global_step
             if hint := cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], steps_left):
                 bar.write(hint)
-        # AMP: the console line also shows the discriminator's accuracy and the style reward
         bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
                   f"return {metrics['charts/episodic_return']:7.3f} | "
                   f"length {metrics['charts/episodic_length']:6.1f} | "
                   f"pg {metrics['losses/policy_loss']:+.4f} | v {metrics['losses/value_loss']:.4f} | "
                   f"ent {metrics['losses/entropy']:.2f} | kl {metrics['losses/approx_kl']:.4f} | "
-                  f"disc acc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # AMP: + disc
+                  f"disc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # AMP: +2
         if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
             last_ckpt = run_dir / "checkpoints" / f"ckpt_{iteration:06d}.msgpack"
             write_checkpoint(last_ckpt, runner_state, args, global_step)

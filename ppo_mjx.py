@@ -269,6 +269,7 @@ NOISE = dict(gravity=0.05, gyro=0.2, joint_pos=0.03, joint_vel=1.5)
 # the observations: name -> width, in order (the tools read observations by these names, see obs_slices)
 OBS_LAYOUT = dict(gravity=3, gyro=3, command=3, joint_pos=11, joint_vel=11, last_action=11, phase=2)  # actor (O)
 CRITIC_LAYOUT = dict(actor=sum(OBS_LAYOUT.values()), linvel=3, height=1, contact=2, feet_height=2, torque=11, push=3)
+LOSSES = ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl")  # checked each iteration
 
 
 def obs_slices(layout: dict) -> dict[str, slice]:
@@ -1018,9 +1019,10 @@ def main(args: Args):
         global_step += args.batch_size
         metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
         metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
-        if not math.isfinite(metrics["losses/policy_loss"]):
+        # every loss is finite before anything is logged or a checkpoint written (explained variance may be NaN)
+        if bad := [k for k in LOSSES if not math.isfinite(metrics[k])]:
             logger.close()
-            fail(f"non-finite loss at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
+            fail(f"non-finite {', '.join(bad)} at iteration {iteration}; last checkpoint: {last_ckpt}", 1)
         logger.log(global_step, metrics)
         if iteration == first + 1:  # the rate measured on the first iteration after the compile
             steps_left = args.total_timesteps - global_step

@@ -183,8 +183,30 @@ def test_verify_run_logs_amp_metrics(amp_verify_run):
 
 
 def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
-    # the discriminator, its optimizer, the feature normalizer and the replay buffer are leaves too
+    """The discriminator, its optimizer, the feature normalizer and the replay ring are leaves too; --verify's sizes
+    (24 pairs written per iteration into 40 slots) wrap the ring in the resumed iteration."""
+    leaves = load(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
+    last = len(leaves) - 1  # RunnerState ends with replay, replay_next, replay_stored, amp_rng
+    assert int(leaves[str(last - 2)]) == 8 and int(leaves[str(last - 1)]) == 40  # next slot 48 % 40, ring full
     assert_resume_matches("ppo_amp_mjx.py", amp_verify_run[0], tmp_path)
+
+
+def test_ring_insert_wraps_and_saturates():
+    buffer, nxt, stored = jp.zeros((5, 2)), jp.int32(0), jp.int32(0)
+    for start in (0, 3, 6):  # rows 0-2, 3-5, 6-8 into 5 slots
+        rows = jp.arange(start, start + 3, dtype=jp.float32)[:, None] * jp.ones(2)
+        buffer, nxt, stored = amp.ring_insert(buffer, nxt, stored, rows)
+    np.testing.assert_array_equal(buffer[:, 0], [5, 6, 7, 8, 4])  # the oldest (0-3) overwritten in order
+    assert int(nxt) == 4 and int(stored) == 5  # saturated at the size: no counter that can overflow
+
+
+@pytest.mark.parametrize("envs, updates", [(256, 1), (2048, 2), (8192, 8)])
+def test_discriminator_budget_scales_with_the_batch(envs, updates, tmp_path, monkeypatch):
+    """0.2 of each iteration's policy pairs pass through the discriminator: the updates follow the batch (8 at 8192
+    envs is the setting that made amp_walk_h100); an explicit --disc-updates wins."""
+    monkeypatch.chdir(tmp_path)
+    assert amp.parse_args(["--num-envs", str(envs)]).disc_updates == updates
+    assert amp.parse_args(["--num-envs", str(envs), "--disc-updates", "3"]).disc_updates == 3
 
 
 def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
@@ -288,3 +310,15 @@ def test_diff_with_ppo_is_only_amp_hunks():
     for tag, i1, i2, j1, j2 in hunks:
         own = amp_lines[j1:j2] if j2 > j1 else amp_lines[j1 - 1 : j1]
         assert any("# AMP:" in line for line in own), f"unmarked difference at ppo_amp_mjx.py:{j1 + 1}: {own[:3]}"
+
+
+@pytest.mark.slow
+def test_non_finite_discriminator_loss_stops_before_the_checkpoint(tmp_path):
+    """A discriminator that blows up (learning rate 1e30) makes its loss non-finite in the second iteration: the run
+    stops with exit code 1 naming the loss, and that iteration's checkpoint is never written."""
+    proc = run_script("ppo_amp_mjx.py", "--verify", "--disc-learning-rate", "1e30", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: non-finite ") and "amp/disc_loss" in error and "ckpt_000001" in error, error
+    ckpts = sorted(p.name for p in tmp_path.glob("runs/*/checkpoints/*.msgpack"))
+    assert ckpts == ["ckpt_000001.msgpack"], ckpts
