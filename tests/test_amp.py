@@ -12,6 +12,7 @@ from flax import serialization
 import ppo_amp_mjx as amp
 from conftest import PPO_VERIFY_FLAGS, ROOT, assert_resume_matches, run_script
 from utils.motions import load_motions
+from utils.robot import WALK_MOTIONS
 
 
 def load(path):
@@ -24,7 +25,7 @@ def env():
 
 
 def test_reference_features_match_the_env_state_path(env):
-    motions = load_motions(ROOT / "assets" / "motions")
+    motions = load_motions(WALK_MOTIONS)
     pairs = amp.reference_pairs(env, motions)  # loader path: MuJoCo FK on the clip frames
     clip = motions.clip("forward_0.3")
     frames = np.arange(clip.start, clip.start + 40)
@@ -53,7 +54,7 @@ def test_reference_features_match_the_env_state_path(env):
 
 
 def test_reference_state_initialization(env):
-    motions = load_motions(ROOT / "assets" / "motions")
+    motions = load_motions(WALK_MOTIONS)
     states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 256))
     qpos, qvel, command = (np.asarray(x) for x in (states.data.qpos, states.data.qvel, states.info.command))
     # a reference start is a whole clip frame (joints, height, orientation, velocities) over the origin, with the
@@ -103,8 +104,22 @@ def test_waist_weight_scales_the_waist_in_the_pose_term(env):
     assert float(terms[0]) == pytest.approx(0.8, rel=1e-4) and float(terms[1]) == pytest.approx(0.04, rel=1e-4)
 
 
+def test_a_done_step_pairs_the_state_reached_before_the_reset(env):
+    """A step that ends in a fall returns the fresh episode's state, but its (s, s') pair ends in the fallen state."""
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(3), 2))
+    state = state.replace(data=state.data.replace(qpos=state.data.qpos.at[:, 2].set(0.1)))  # pelvis on the floor
+    nxt = jax.jit(jax.vmap(env.step))(state, jp.zeros((2, 11)))
+    assert np.asarray(nxt.done).all() and not np.asarray(nxt.truncated).any()
+    nq = env.mj_model.nq
+    assert (np.asarray(nxt.reached_qpos_qvel[:, 2]) < amp.FALL_HEIGHT).all()  # the pair's s': fallen
+    assert (np.asarray(nxt.data.qpos[:, 2]) > 0.4).all()  # the next step's s: a fresh, standing episode
+    observe = jax.vmap(env.amp_observation)
+    fallen = observe(nxt.reached_qpos_qvel[:, :nq], nxt.reached_qpos_qvel[:, nq:])
+    assert not np.allclose(fallen, observe(nxt.data.qpos, nxt.data.qvel))
+
+
 def test_amp_features_heading_invariant():
-    motions = load_motions(ROOT / "assets" / "motions")
+    motions = load_motions(WALK_MOTIONS)
     q, v = motions.qpos[100:110].copy(), motions.qvel[100:110].copy()
     feet = np.zeros((10, 2, 3)) + q[:, None, :3] + np.array([[0.05, 0.06, -0.45], [0.02, -0.06, -0.45]])
     a = np.asarray(amp.amp_features(jp.asarray(q), jp.asarray(v), jp.asarray(feet)))
