@@ -1,9 +1,9 @@
 """Human mocap (BVH) -> WildRobot clips the robot can perform: the human's timing, footsteps and swing, made feasible.
 
 A human walk moved joint for joint onto this robot (`utils.bvh.retarget`) is not feasible: its ZMP leaves the feet,
-the stance feet slide, and human steps are three times what the robot's 5-degree hip extension allows. This module
-keeps what makes a walk human (when each foot lifts and lands, where it lands relative to the other, the shape and
-relative height of the swing, the pelvis bob) and re-solves the rest for the robot:
+the stance feet slide, and human steps, scaled, are 2-3 times what the robot's 5-degree hip extension allows. This
+module keeps what makes a walk human (when each foot lifts and lands, where it lands relative to the other, the shape
+and relative height of the swing) and re-solves the rest for the robot:
 1. contact phases from the mocap: a foot is down while its heel or toe is near the floor and barely moving;
 2. dynamic similarity: lengths scale by the leg ratio s = L_robot / L_human and time by sqrt(s) (speeds by sqrt(s),
    cadence by 1/sqrt(s)); step lengths shrink further to what the legs reach (`--max-step`), both scales reported;
@@ -15,7 +15,7 @@ relative height of the swing, the pelvis bob) and re-solves the rest for the rob
 Per clip it reports the `utils.motions check` numbers, open-loop servo playback in MuJoCo, and style: the correlation
 of hip, knee and ankle pitch with the plain kinematic retarget of the same take.
 
-    python -m utils.retarget tests/data/cmu_07_04.bvh --out /tmp/cmu_walk.npz      # feasible clips + report
+    python -m utils.retarget assets/mocap/*.bvh --out /tmp/cmu_walk.npz --gif beside.gif   # feasible clips + report
     python -m utils.retarget walk.bvh --out walk_kin.npz --kinematic               # joint for joint, as captured
 """
 
@@ -33,6 +33,7 @@ from utils.kinematics import finite_qvel, heading
 from utils.motions import clip_quality, save_motions, servo_playback
 from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
 
+MIRROR = (np.ones(3), np.array([1.0, -1.0, -1.0]))  # a right foot's step (x, y, yaw) as the left's, and back
 STYLE_JOINTS = ("left_hip_pitch", "left_knee", "left_ankle_pitch", "right_hip_pitch", "right_knee", "right_ankle_pitch")
 
 
@@ -120,7 +121,7 @@ def segments(down: np.ndarray, fps: float, p: RetargetParams) -> list[list[tuple
     return [seg for seg in out if len(seg) >= p.min_steps]
 
 
-def plan_segment(seg, pos, kp, down, scale: float, fps: float, p: RetargetParams, g: GaitParams):
+def plan_segment(seg, pos, kp, scale: float, fps: float, p: RetargetParams, g: GaitParams):
     """The robot's plan (utils.gait.solve_clip's input) for one walking segment, plus the clip's time map."""
     time_scale = np.sqrt(ROBOT_LEG / p.human_leg)  # robot seconds per human second
     feet_h = foot_poses(pos, kp, scale)
@@ -135,7 +136,7 @@ def plan_segment(seg, pos, kp, down, scale: float, fps: float, p: RetargetParams
     for k, a, b in seg:
         stance = np.median(feet_h[a:b, 1 - k], axis=0)
         land = np.median(feet_h[b : b + max(2, int(0.05 * fps)), k], axis=0)
-        rel.append(relative(stance, land) * [1, 1 if k == 0 else -1, 1 if k == 0 else -1])  # as if the left swings
+        rel.append(relative(stance, land) * MIRROR[k])  # as if the left foot swings
     rel = np.array(rel)
     width, toe_out = np.mean(rel[:, 1]), np.mean(rel[:, 2])  # the human's step width (robot scale) and toe-out
     robot_width = 2 * g.half_width
@@ -156,8 +157,7 @@ def plan_segment(seg, pos, kp, down, scale: float, fps: float, p: RetargetParams
         up = np.flatnonzero(lift > 0.004)
         i0, i1 = (up[0], up[-1]) if len(up) > 1 else (0, len(lift) - 1)
         progress = np.interp(np.arange(len(lift)), np.linspace(i0, i1, len(progress)), progress)
-        steps.append(dict(foot=k, rel=r * [1, 1 if k == 0 else -1, 1 if k == 0 else -1],
-                          progress=progress, lift=lift))  # fmt: skip
+        steps.append(dict(foot=k, rel=r * MIRROR[k], progress=progress, lift=lift))
     lifts = np.array([a for _, a, _ in seg]) / fps * time_scale
     lands = np.array([b for _, _, b in seg]) / fps * time_scale
     cycle_gap = np.mean(lifts[1:] - lands[:-1])  # double support between cycles, when the steps repeat
@@ -243,7 +243,7 @@ def take_to_clips(path: Path, p: RetargetParams = RetargetParams(), g: GaitParam
     kinematic, _ = retarget(sk, fps=FPS, up=up)
     clips = []
     for i, seg in enumerate(segs):
-        ref, root_z, info = plan_segment(seg, pos, kp, down, scale, fps, p, g)
+        ref, root_z, info = plan_segment(seg, pos, kp, scale, fps, p, g)
         qpos, qvel = solve_clip(model, ref, root_z)
         walk = slice(int(info["t_first"] * FPS), int(info["t_walk_end"] * FPS))
         yaw = heading(qpos.astype(np.float64))
