@@ -47,6 +47,14 @@ def heading(qpos: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 # velocities, centroidal momentum, ZMP
 # ---------------------------------------------------------------------------------------------------------------------
+def heading_velocity(qpos: np.ndarray, qvel: np.ndarray, dt: float) -> np.ndarray:
+    """(T, 3): root velocity in the heading frame (vx, vy) and yaw rate, per frame: what a command asks for."""
+    yaw = heading(qpos)
+    c, s = np.cos(yaw), np.sin(yaw)
+    vx, vy = c * qvel[:, 0] + s * qvel[:, 1], -s * qvel[:, 0] + c * qvel[:, 1]
+    return np.stack([vx, vy, np.gradient(np.unwrap(yaw), dt)], axis=1)
+
+
 def finite_qvel(model: mujoco.MjModel, qpos: np.ndarray, dt: float) -> np.ndarray:
     """qvel (T, nv) by central differences with mj_differentiatePos (free-joint convention), one-sided at the ends."""
     t = len(qpos)

@@ -26,7 +26,15 @@ import mujoco
 import numpy as np
 
 from utils.cli import EXIT_CHECK, add_size, fail
-from utils.kinematics import CONTACT_Z, convex_hull, feet_kinematics, heading, inside_hull, multibody_zmp, sole_contact
+from utils.kinematics import (
+    CONTACT_Z,
+    convex_hull,
+    feet_kinematics,
+    heading_velocity,
+    inside_hull,
+    multibody_zmp,
+    sole_contact,
+)
 from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
 
 NQ, NV = 7 + len(JOINT_NAMES), 6 + len(JOINT_NAMES)
@@ -229,12 +237,7 @@ def clip_quality(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, fps:
                     apexes.append(max(run))
                 run = []
     # mean velocity over the second half (after the start from standing), in the heading frame
-    half = slice(len(qpos) // 2, None)
-    yaw = heading(qpos)
-    vx = np.cos(yaw) * qvel[:, 0] + np.sin(yaw) * qvel[:, 1]
-    vy = -np.sin(yaw) * qvel[:, 0] + np.cos(yaw) * qvel[:, 1]
-    yaw_rate = np.gradient(np.unwrap(yaw), dt)
-    measured = np.array([vx[half].mean(), vy[half].mean(), yaw_rate[half].mean()])
+    measured = heading_velocity(qpos, qvel, dt)[len(qpos) // 2 :].mean(axis=0)
     return dict(
         frames=len(qpos),
         zmp_inside=100.0 * np.mean(inside),

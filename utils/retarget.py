@@ -29,7 +29,7 @@ from scipy.ndimage import minimum_filter1d
 from utils.bvh import ROBOT_LEG, BVHError, human_positions, parse, retarget
 from utils.cli import add_command, add_size, command_arg, fail
 from utils.gait import DT, FPS, GaitParams, solve_clip
-from utils.kinematics import finite_qvel, heading
+from utils.kinematics import finite_qvel, heading_velocity
 from utils.motions import clip_quality, save_motions, servo_playback
 from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
 
@@ -246,12 +246,7 @@ def take_to_clips(path: Path, p: RetargetParams = RetargetParams(), g: GaitParam
         ref, root_z, info = plan_segment(seg, pos, kp, scale, fps, p, g)
         qpos, qvel = solve_clip(model, ref, root_z)
         walk = slice(int(info["t_first"] * FPS), int(info["t_walk_end"] * FPS))
-        yaw = heading(qpos.astype(np.float64))
-        v = qvel[walk, :2].astype(np.float64)
-        c, s = np.cos(yaw[walk]), np.sin(yaw[walk])
-        command = np.array([np.mean(c * v[:, 0] + s * v[:, 1]), np.mean(-s * v[:, 0] + c * v[:, 1]),
-                            (np.unwrap(yaw)[walk][-1] - np.unwrap(yaw)[walk][0]) / (len(v) * DT)])  # fmt: skip
-        command = np.round(command, 3)
+        command = np.round(heading_velocity(qpos.astype(np.float64), qvel.astype(np.float64), DT)[walk].mean(0), 3)
         name = f"{Path(path).stem}_{i}"
         quality = clip_quality(model, qpos, qvel, FPS, command)
         playback = servo_playback(qpos, qvel, FPS, seconds=max(5.0, len(qpos) / FPS))
