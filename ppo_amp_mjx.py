@@ -34,6 +34,9 @@ import optax
 import tyro
 import yaml
 from flax import serialization, struct
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
@@ -76,6 +79,19 @@ class Args:
     """parallel episodes of the deterministic policy evaluated at the end of training"""
     init_policy: str | None = None
     """fine-tune from a checkpoint's actor and obs normalizer (e.g. assets/policies/*.msgpack), with a fresh critic"""
+    checkpoint_env_state: bool = True
+    """keep the envs' state in checkpoints (exact resume); without it they are much smaller, a resume starts fresh
+    episodes, and --num-envs may change"""
+
+    # Devices (data-parallel: the envs are split over the devices, everything else is replicated)
+    num_devices: int | None = None
+    """devices to split the envs over (default: all; with several processes, all of theirs, equally many each)"""
+    coordinator_address: str | None = None
+    """host:port of process 0, to train on several hosts with jax.distributed (with --num-processes, --process-id)"""
+    num_processes: int = 1
+    """number of processes (hosts) taking part; only process 0 logs and writes checkpoints and videos"""
+    process_id: int = 0
+    """this process's index, 0 .. num_processes - 1"""
 
     # Environment
     scene: str = "assets/scene_flat.xml"
@@ -214,12 +230,22 @@ def motion_path(name: str) -> Path:
 def finalize_args(args: Args) -> Args:
     """Apply --verify sizes, validate flag combinations (before any compile) and fill the derived fields."""
     args = replace(args, **VERIFY_SIZES) if args.verify else args
+    if args.coordinator_address:  # several hosts: connect before anything asks JAX for its devices
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    args = replace(args, num_devices=jax.device_count() if args.num_devices is None else args.num_devices)
+    per_process, rest = divmod(args.num_devices, jax.process_count())
+    if args.num_devices <= 0 or rest or per_process > jax.local_device_count():
+        fail(f"--num-devices {args.num_devices}: {jax.process_count()} process(es) with {jax.local_device_count()} "
+             f"{jax.default_backend()} device(s) each")  # fmt: skip
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "eval_episodes"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     batch = args.num_envs * args.num_steps
     if batch % args.num_minibatches:
         fail(f"--num-envs × --num-steps ({batch}) is not divisible by --num-minibatches ({args.num_minibatches})")
+    if args.num_envs % args.num_devices or batch % (args.num_minibatches * args.num_devices):
+        fail(f"--num-envs {args.num_envs} does not split over {args.num_devices} devices (each needs as many envs, "
+             f"and its share of the batch must split into --num-minibatches {args.num_minibatches})")  # fmt: skip
     if args.num_iterations is not None and args.num_iterations <= 0:
         fail(f"--num-iterations must be positive, got {args.num_iterations}")
     if args.num_iterations is None and args.total_timesteps < batch:
@@ -255,6 +281,9 @@ def finalize_args(args: Args) -> Args:
            args.disc_learning_rate, args.disc_policy_share) <= 0:  # fmt: skip
         fail("--disc-batch-size, --disc-replay-size, --disc-replay-insert, --disc-updates, --disc-learning-rate and "
              "--disc-policy-share must be positive")
+    if args.disc_batch_size % args.num_devices or args.disc_replay_size % args.num_devices:
+        fail(f"--disc-batch-size {args.disc_batch_size} and --disc-replay-size {args.disc_replay_size} must split "
+             f"over {args.num_devices} devices")  # fmt: skip
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
         fail(f"--reference-init must be in [0, 1] and --feature-min-std >= 0, got {args.reference_init} and "
              f"{args.feature_min_std}")  # fmt: skip
@@ -289,7 +318,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
         unknown = sorted(set(values) - {f.name for f in fields(Args)})
         if unknown:
             fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
-        ignore = ("batch_size", "minibatch_size", "config", "resume", "verify")  # derived, or about this invocation
+        ignore = ("batch_size", "minibatch_size", "config", "resume", "verify", "num_devices", "coordinator_address",
+                  "num_processes", "process_id")  # derived, or about this invocation and machine
         default = replace(default, **{k: v for k, v in values.items() if k not in ignore})
     args = tyro.cli(Args, default=default, args=argv)
     if any(a.startswith("--total-timesteps") for a in argv) and not any(a.startswith("--num-iterations") for a in argv):
@@ -428,7 +458,8 @@ class WildRobotEnv:
             self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS}
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
-        self.model = mjx.put_model(self.mj_model, impl="jax")  # MJX's JAX implementation (no warp)
+        device = jax.local_devices()[0]  # this process's (MJX's default is jax.devices()[0], another host's)
+        self.model = mjx.put_model(self.mj_model, device, impl="jax")  # MJX's JAX implementation (no warp)
         m = self.mj_model
         assert m.nu == self.ACTION_SIZE, f"{args.scene}: expected {self.ACTION_SIZE} actuators, found {m.nu}"
         self.joint_names = [m.joint(m.actuator_trnid[i, 0]).name for i in range(m.nu)]
@@ -460,7 +491,7 @@ class WildRobotEnv:
             w["waist_yaw"] = args.waist_weight
         self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
         # the data every reset starts from (forward kinematics of `home` done once, here)
-        data = mjx.put_data(m, mujoco.MjData(m), impl="jax").replace(qpos=self.home_qpos)
+        data = mjx.put_data(m, mujoco.MjData(m), device, impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
         # AMP: reference state initialization: the clip frames episodes may start from (pelvis over home's xy), their
         # clip's command, and their sites and sensors by one MuJoCo forward each, so that an episode's first obs and
@@ -716,6 +747,27 @@ class WildRobotEnv:
 # ---------------------------------------------------------------------------------------------------------------------
 # ALGO LOGIC: networks, containers, GAE, PPO loss, observation normalizer
 # ---------------------------------------------------------------------------------------------------------------------
+AXIS = "envs"  # the device mesh's one axis: each device steps, and computes gradients on, its own slice of the envs
+
+
+def moments(x, axis_name=None):
+    """Mean and variance over axis 0; with axis_name (inside shard_map), pooled exactly over all devices' slices."""
+    mean, var = x.mean(0), x.var(0)
+    if axis_name is None:
+        return mean, var
+    pooled = jax.lax.pmean(mean, axis_name)  # the slices are equally large
+    return pooled, jax.lax.pmean(var + (mean - pooled) ** 2, axis_name)
+
+
+def own_rows(x):  # (N, ...) drawn alike on every device -> this device's slice (N / devices, ...)
+    n = x.shape[0] // jax.lax.axis_size(AXIS)
+    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(AXIS) * n, n)
+
+
+def own_key(key):  # this device's own stream of a key (shuffles and draws among its own envs' rows)
+    return jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+
+
 def dense(features, scale):
     return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros)
 
@@ -762,9 +814,10 @@ class Normalizer:
     def create(cls, size):
         return cls(jp.zeros(size), jp.ones(size), jp.float32(1e-4))
 
-    def update(self, x):  # x (..., D)
+    def update(self, x, axis_name=None):  # x (..., D); with axis_name, the statistics of all devices' x together
         x = x.reshape(-1, x.shape[-1])
-        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        b_mean, b_var = moments(x, axis_name)
+        b_count = x.shape[0] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
         delta = b_mean - self.mean
         total = self.count + b_count
         mean = self.mean + delta * b_count / total
@@ -814,6 +867,12 @@ class RunnerState:
     amp_rng: jax.Array  # (2,)  separate, so --amp-weight 0 consumes PPO's stream exactly like ppo_mjx.py
 
 
+def state_specs(rs: RunnerState) -> RunnerState:  # how the runner state lies on the mesh
+    """The env state is split over the devices along its env axis; everything else is replicated on each."""
+    specs = jax.tree.map(lambda _: P(), rs).replace(env_state=jax.tree.map(lambda _: P(AXIS), rs.env_state))
+    return specs.replace(replay=P(AXIS))  # AMP: each device keeps a ring of its own envs' pairs
+
+
 def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
     """Generalized advantage estimation with bootstrap on truncation.
 
@@ -833,16 +892,18 @@ def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lamb
     return advantages, advantages + values
 
 
-def ppo_loss(new_log_prob, entropy, new_value, mb, clip_coef, clip_vloss, ent_coef, vf_coef, norm_adv):
+def ppo_loss(new_log_prob, entropy, new_value, mb, clip_coef, clip_vloss, ent_coef, vf_coef, norm_adv, axis_name=None):
     """Clipped PPO objective on one minibatch; all inputs are [M] (mb: old log_prob, value, advantages, returns).
 
-    Returns (loss, metrics) with CleanRL's metric names.
+    Returns (loss, metrics) with CleanRL's metric names. With axis_name, advantages are normalized over the minibatch
+    of all devices together.
     """
     log_ratio = new_log_prob - mb["log_prob"]
     ratio = jp.exp(log_ratio)
     adv = mb["advantages"]
     if norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv_mean, adv_var = moments(adv, axis_name)
+        adv = (adv - adv_mean) / (jp.sqrt(adv_var) + 1e-8)
     pg_loss = jp.maximum(-adv * ratio, -adv * jp.clip(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
     v_unclipped = (new_value - mb["returns"]) ** 2
     if clip_vloss:
@@ -858,9 +919,9 @@ def ppo_loss(new_log_prob, entropy, new_value, mb, clip_coef, clip_vloss, ent_co
     return loss, metrics
 
 
-def explained_variance(values, returns):
-    var = jp.var(returns)
-    return jp.where(var == 0, jp.nan, 1 - jp.var(returns - values) / var)
+def explained_variance(values, returns, axis_name=None):
+    var = moments(returns.ravel(), axis_name)[1]
+    return jp.where(var == 0, jp.nan, 1 - moments((returns - values).ravel(), axis_name)[1] / var)
 
 
 # AMP: features, discriminator, its loss and the style reward
@@ -969,18 +1030,32 @@ CHECKPOINT_FORMAT = "wildrobot-ckpt-1"
 ALGO = "amp"  # AMP: checkpoints say which file trains them
 
 
-def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_step: int):
-    """Everything to resume (the whole runner state, env included) plus the policy alone for the tools."""
-    state = jax.device_get(runner_state)
+def local_copy(tree):  # replicated arrays on the mesh -> numpy, from this process's own copy (no communication)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def env_leaves(rs: RunnerState) -> list[bool]:  # which of jax.tree.leaves(rs) are the envs' state
+    return jax.tree.leaves(jax.tree.map(lambda _: False, rs).replace(env_state=jax.tree.map(lambda _: True,
+                                                                                            rs.env_state)))
+
+
+def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_step: int) -> RunnerState:
+    """Everything to resume (the runner state; the envs' part unless --no-checkpoint-env-state) plus the policy alone
+    for the tools. Every process gathers the devices' slices; process 0 writes. Returns the state on the host."""
+    state = multihost_utils.process_allgather(runner_state, tiled=True)
     meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
                 iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=list(JOINT_NAMES),
-                critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE)  # fmt: skip
+                critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE,
+                env_state=args.checkpoint_env_state)  # fmt: skip
     policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
-    leaves = {str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    leaves = {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(jax.tree.leaves(state), env_leaves(state)))
+              if args.checkpoint_env_state or not env}  # fmt: skip
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    return state
 
 
 def read_checkpoint(path) -> dict:
@@ -1024,13 +1099,17 @@ def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
 
 
 def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerState:
+    """The saved runner state on the host, shaped like `template`; a checkpoint without the envs' state takes the
+    template's envs (fresh episodes)."""
     leaves, treedef = jax.tree.flatten(template)
-    saved = [payload["leaves"].get(str(i)) for i in range(len(leaves))]
-    for i, (a, b) in enumerate(zip(saved, leaves)):
-        if a is None or a.shape != b.shape or len(payload["leaves"]) != len(leaves):
+    saved = payload["leaves"]
+    if not payload["meta"].get("env_state", True):
+        saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, env_leaves(template))) if env}
+    for i, b in enumerate(leaves):
+        if (a := saved.get(str(i))) is None or a.shape != b.shape or len(saved) != len(leaves):
             fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
                  f"different --num-envs?)")  # fmt: skip
-    return jax.tree.unflatten(treedef, [jp.asarray(a, dtype=b.dtype) for a, b in zip(saved, leaves)])
+    return jax.tree.unflatten(treedef, [np.asarray(saved[str(i)], dtype=b.dtype) for i, b in enumerate(leaves)])
 
 
 class Logger:
@@ -1039,6 +1118,9 @@ class Logger:
     def __init__(self, run_dir: Path, args: Args):
         from tensorboardX import SummaryWriter
 
+        if jax.process_index() != 0:  # with several processes, process 0 logs for all
+            self.log = self.close = lambda *_, **__: None
+            return
         self.writer, self.wandb = SummaryWriter(str(run_dir)), None
         self.writer.add_text("hyperparameters", "\n".join(f"{k}: {v}  " for k, v in asdict(args).items()))
         self.csv_path, self.csv = run_dir / "metrics.csv", None
@@ -1084,12 +1166,19 @@ class Logger:
 # main: build state, one jitted train_iteration, a host loop that logs
 # ---------------------------------------------------------------------------------------------------------------------
 def make_train(args: Args, env: WildRobotEnv):
-    """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, lr)."""
+    """Returns (init(rng) -> RunnerState, train_iteration(RunnerState) -> (RunnerState, metrics), policy, lr).
+
+    train_iteration is written for one device's slice of the envs (its runner state holds num_envs / num_devices of
+    them): main runs it on every device with shard_map; gradients, normalizer statistics and metrics are combined over
+    the devices with collectives over AXIS (on one device, they return their input).
+    """
     actor, critic = Actor(env.ACTION_SIZE, args.min_std, args.init_std), Critic()
     num_updates = args.num_iterations * args.update_epochs * args.num_minibatches
     lr = optax.linear_schedule(args.learning_rate, 0.0 if args.anneal_lr else args.learning_rate, num_updates)
     optimizer = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), optax.adam(lr, eps=1e-5))
     v_reset, v_step = jax.vmap(env.reset), jax.vmap(env.step)
+    # one device's part of the batch: B and M below count the rows of its own envs
+    batch_size, minibatch_size = args.batch_size // args.num_devices, args.minibatch_size // args.num_devices
     # AMP: reference pairs (a constant of the compiled iteration), discriminator and its optimizer
     motions = load_motions(motion_path(args.motion_file))
     ref_pairs = jp.asarray(reference_pairs(env, motions))  # (P, 2D)
@@ -1133,7 +1222,8 @@ def make_train(args: Args, env: WildRobotEnv):
             env_state, rng = carry
             rng, k = jax.random.split(rng)
             mean, std = policy(rs.params, rs.obs_norm, env_state.obs)  # (N, A)
-            action = mean + std * jax.random.normal(k, mean.shape)
+            noise = own_rows(jax.random.normal(k, (args.num_envs, env.ACTION_SIZE)))  # the same on any device count
+            action = mean + std * noise
             next_state = v_step(env_state, action)
             tr = Transition(env_state.obs, env_state.critic_obs, action, gaussian_log_prob(mean, std, action),
                             value(rs.params, rs.critic_norm, env_state.critic_obs),
@@ -1160,28 +1250,29 @@ def make_train(args: Args, env: WildRobotEnv):
                                           args.gamma, args.gae_lambda)  # fmt: skip
         batch = dict(obs=traj.obs, critic_obs=traj.critic_obs, action=traj.action, log_prob=traj.log_prob,
                      value=traj.value, advantages=advantages, returns=returns)  # fmt: skip
-        batch = jax.tree.map(lambda x: x.reshape((args.batch_size,) + x.shape[2:]), batch)  # (B, ...)
+        batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), batch)  # (B, ...)
 
         def loss_fn(params, mb):
             mean, std = policy(params, rs.obs_norm, mb["obs"])  # (M, A)
             new_value = value(params, rs.critic_norm, mb["critic_obs"])  # (M,)
             return ppo_loss(gaussian_log_prob(mean, std, mb["action"]), gaussian_entropy(std), new_value, mb,
-                            args.clip_coef, args.clip_vloss, args.ent_coef, args.vf_coef, args.norm_adv)  # fmt: skip
+                            args.clip_coef, args.clip_vloss, args.ent_coef, args.vf_coef, args.norm_adv, AXIS)
 
         warmup = rs.iteration < args.critic_warmup_iterations  # critic only: the actor's updates are dropped
 
         def update_minibatch(carry, mb):
             params, opt_state = carry
             (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+            grads, metrics = jax.lax.pmean((grads, metrics), AXIS)  # every device takes the same step
             updates, opt_state = optimizer.update(grads, opt_state, params)  # Adam's moments see the actor's grads
             updates["actor"] = jax.tree.map(lambda u: jp.where(warmup, 0.0, u), updates["actor"])
             return (optax.apply_updates(params, updates), opt_state), metrics
 
         def update_epoch(carry, _):
             params, opt_state, rng, stop = carry
-            rng, k = jax.random.split(rng)
-            perm = jax.random.permutation(k, args.batch_size).reshape(args.num_minibatches, args.minibatch_size)
-            shuffled = jax.tree.map(lambda x: x[perm], batch)  # (num_minibatches, M, ...)
+            rng, k = jax.random.split(rng)  # each device shuffles its own rows: a minibatch has M / devices of each
+            perm = jax.random.permutation(own_key(k), batch_size)
+            shuffled = jax.tree.map(lambda x: x[perm.reshape(args.num_minibatches, minibatch_size)], batch)
             (new_params, new_opt), metrics = jax.lax.scan(update_minibatch, (params, opt_state), shuffled)
             # target KL: once exceeded, the remaining epochs leave params untouched (a scan cannot `break`)
             keep = jax.tree.map(lambda new, old: jp.where(stop, old, new), (new_params, new_opt), (params, opt_state))
@@ -1195,50 +1286,56 @@ def make_train(args: Args, env: WildRobotEnv):
         done_epochs = jp.maximum(args.update_epochs - metrics["skipped"].sum(), 1.0)
         ran = 1 - metrics.pop("skipped")  # (update_epochs,) averages over the epochs that ran, all their minibatches
         metrics = {f"losses/{k}": (v * ran).sum() / done_epochs for k, v in metrics.items()}
-        metrics["losses/explained_variance"] = explained_variance(traj.value, returns)
+        metrics["losses/explained_variance"] = explained_variance(traj.value, returns, AXIS)
         # normalizer statistics move after the update, so rollout and update of one iteration use the same ones
-        obs_norm = jax.tree.map(lambda a, b: jp.where(warmup, a, b), rs.obs_norm, rs.obs_norm.update(traj.obs))
+        obs_norm = rs.obs_norm.update(traj.obs, AXIS)
+        obs_norm = jax.tree.map(lambda a, b: jp.where(warmup, a, b), rs.obs_norm, obs_norm)
         rs = rs.replace(params=params, opt_state=opt_state, obs_norm=obs_norm,
-                        critic_norm=rs.critic_norm.update(traj.critic_obs), env_state=env_state, rng=rng,
+                        critic_norm=rs.critic_norm.update(traj.critic_obs, AXIS), env_state=env_state, rng=rng,
                         iteration=rs.iteration + 1)  # fmt: skip
         # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs
-        pol_flat = pol_pairs.reshape(args.batch_size, -1)  # (B, 2D)
+        # AMP: each device: its own policy pairs and replay, its rows of the reference draws; gradients averaged
+        pol_flat = pol_pairs.reshape(batch_size, -1)  # (B, 2D) of this device
         amp_rng, k_norm, k_upd, k_ins = jax.random.split(rs.amp_rng, 4)
-        ref_sample = ref_pairs[jax.random.randint(k_norm, (args.disc_batch_size,), 0, len(ref_pairs))]
-        amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_sample[:, :feat_dim]]))
-        stored = rs.replay_stored
+        draw = lambda k: own_rows(jax.random.randint(k, (args.disc_batch_size,), 0, len(ref_pairs)))  # noqa: E731
+        ref_draw = lambda k: ref_pairs[draw(k)]  # noqa: E731  drawn alike everywhere, this device's rows
+        ref_sample = ref_draw(k_norm)
+        amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_sample[:, :feat_dim]]), AXIS)
+        stored, disc_batch = rs.replay_stored, args.disc_batch_size // args.num_devices
 
         def update_disc(carry, key):
             disc_params, disc_opt = carry
             k_ref, k_cur, k_rep = jax.random.split(key, 3)
-            half = args.disc_batch_size // 2
-            ref = ref_pairs[jax.random.randint(k_ref, (args.disc_batch_size,), 0, len(ref_pairs))]
-            cur = pol_flat[jax.random.randint(k_cur, (args.disc_batch_size - half,), 0, args.batch_size)]
-            rep = rs.replay[jax.random.randint(k_rep, (half,), 0, jp.maximum(stored, 1))]
+            half = disc_batch // 2
+            ref = ref_draw(k_ref)
+            cur = pol_flat[jax.random.randint(own_key(k_cur), (disc_batch - half,), 0, batch_size)]
+            rep = rs.replay[jax.random.randint(own_key(k_rep), (half,), 0, jp.maximum(stored, 1))]
             rep = jp.where(stored > 0, rep, cur[:half])  # an empty replay buffer: current samples only
-            pol = jp.concatenate([cur, rep])  # (disc_batch_size, 2D)
+            pol = jp.concatenate([cur, rep])  # (disc_batch, 2D)
             (_, m), grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
                 disc_params, disc_apply, disc_inputs(amp_norm, ref), disc_inputs(amp_norm, pol),
                 args.disc_loss, args.disc_grad_penalty, args.disc_logit_reg, args.disc_weight_decay)  # fmt: skip
+            grads, m = jax.lax.pmean((grads, m), AXIS)
             updates, disc_opt = disc_optimizer.update(grads, disc_opt)
             return (optax.apply_updates(disc_params, updates), disc_opt), m
 
         (disc_params, disc_opt), disc_metrics = jax.lax.scan(update_disc, (rs.disc_params, rs.disc_opt_state),
                                                              jax.random.split(k_upd, args.disc_updates))  # fmt: skip
-        n_insert = min(args.batch_size, args.disc_replay_size, args.disc_replay_insert)
-        new = pol_flat[jax.random.permutation(k_ins, args.batch_size)[:n_insert]]
+        n_insert = min(args.batch_size, args.disc_replay_size, args.disc_replay_insert) // args.num_devices
+        new = pol_flat[jax.random.permutation(own_key(k_ins), batch_size)[:n_insert]]
         replay, nxt, stored = ring_insert(rs.replay, rs.replay_next, rs.replay_stored, new)
         rs = rs.replace(disc_params=disc_params, disc_opt_state=disc_opt, amp_norm=amp_norm, replay=replay,
                         replay_next=nxt, replay_stored=stored, amp_rng=amp_rng)  # fmt: skip
         metrics |= {k: v.mean() for k, v in disc_metrics.items()}
-        metrics |= {"amp/style_reward": style.mean(), "charts/task_reward": task_reward.mean()}
         done = traj.done.astype(jp.float32)
-        n_done = done.sum()
-        metrics |= {k: v.mean() for k, v in env_metrics.items() if k.startswith("reward/")}
-        metrics |= {"charts/episodic_return": (env_metrics["episode_return"] * done).sum() / n_done,
-                    "charts/episodic_length": (env_metrics["episode_length"] * done).sum() / n_done,
-                    "charts/episodes": n_done, "charts/nan_resets": env_metrics["nan_reset"].sum(),
-                    "charts/step_reward": traj.reward.mean()}  # fmt: skip
+        total, mean = (lambda x: jax.lax.psum(x.sum(), AXIS)), (lambda x: jax.lax.pmean(x.mean(), AXIS))  # all envs
+        metrics |= {"amp/style_reward": mean(style), "charts/task_reward": mean(task_reward)}  # AMP: the two rewards
+        n_done = total(done)
+        metrics |= {k: mean(v) for k, v in env_metrics.items() if k.startswith("reward/")}
+        metrics |= {"charts/episodic_return": total(env_metrics["episode_return"] * done) / n_done,
+                    "charts/episodic_length": total(env_metrics["episode_length"] * done) / n_done,
+                    "charts/episodes": n_done, "charts/nan_resets": total(env_metrics["nan_reset"]),
+                    "charts/step_reward": mean(traj.reward)}  # fmt: skip
         return rs, metrics
 
     return init, train_iteration, policy, lr
@@ -1277,33 +1374,47 @@ def evaluate(rollout, params, obs_norm, rng) -> dict:
 
 def main(args: Args):
     # TRY NOT TO MODIFY: run folder, seeding, logging
+    lead = jax.process_index() == 0  # with several processes, only process 0 prints, logs and writes
+    sys.stdout = sys.stdout if lead else open(os.devnull, "w")
     env = WildRobotEnv(args)
     init, train_iteration, policy, lr = make_train(args, env)
     key, runner_state, global_step = jax.random.PRNGKey(args.seed), None, 0
+    # the device mesh: the envs split over num_devices devices (equally many of each process), all else replicated
+    per_process = args.num_devices // jax.process_count()
+    devices = [d for p in range(jax.process_count()) for d in jax.local_devices(p)[:per_process]]
+    mesh, specs = jax.sharding.Mesh(devices, (AXIS,)), state_specs(jax.eval_shape(init, key))
+    shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
     if args.resume:
         payload = read_checkpoint(args.resume)
-        runner_state = restore_runner_state(payload, jax.eval_shape(init, key), args.resume)
+        runner_state = restore_runner_state(payload, jax.jit(init)(key), args.resume)  # fresh envs if left out
         run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
+        if payload["meta"]["args"].get("num_devices", 1) != args.num_devices:  # AMP: the rings were per device
+            runner_state = runner_state.replace(replay_next=np.int32(0), replay_stored=np.int32(0))  # start empty
         print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
     else:
         run_dir = Path("runs") / f"{args.exp_name}__{args.seed}__{int(time.time())}"  # CleanRL: under the cwd
-        run_dir.mkdir(parents=True)
-    (run_dir / "args.yaml.tmp").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
-    os.replace(run_dir / "args.yaml.tmp", run_dir / "args.yaml")
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=bool(args.resume))
+        (run_dir / "args.yaml.tmp").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
+        os.replace(run_dir / "args.yaml.tmp", run_dir / "args.yaml")
     logger = Logger(run_dir, args)
     print(f"run folder: {run_dir}" + (f" (defaults from {args.config})" if args.config else ""))
     print(f"{args.num_envs} envs × {args.num_steps} steps = batch {args.batch_size}, {args.num_iterations} iterations, "
           f"obs {env.OBS_SIZE}, critic obs {env.CRITIC_OBS_SIZE}, actions {env.ACTION_SIZE}, {env.n_substeps} physics "
-          f"steps of {env.mj_model.opt.timestep} s per control step, on {jax.devices()[0]}")  # fmt: skip
+          f"steps of {env.mj_model.opt.timestep} s per control step, on {len(devices)} × {devices[0]}")  # fmt: skip
 
     # ALGO LOGIC: compile once (timed separately), then iterate
     start = time.time()
-    runner_state = jax.jit(init)(key) if runner_state is None else runner_state
+    runner_state = jax.jit(init, out_shardings=shardings)(key) if runner_state is None else runner_state
     if args.init_policy and not args.resume:  # fine-tuning: the actor and its normalizer from a policy, a new critic
         actor_params, obs_norm = read_policy(args.init_policy, args)
         runner_state = runner_state.replace(params=runner_state.params | {"actor": actor_params}, obs_norm=obs_norm)
         print(f"actor, obs normalizer: {args.init_policy}; critic only for {args.critic_warmup_iterations} iterations")
-    step_fn = jax.jit(train_iteration, donate_argnums=0).lower(runner_state).compile()
+    runner_state = jax.device_put(runner_state, shardings)  # every array where the mesh wants it
+    # train_iteration on each device's envs; check_vma=False: MJX's internal lax.cond fails shard_map's type check
+    sharded = jax.shard_map(train_iteration, mesh=mesh, in_specs=(specs,), out_specs=(specs, P()), check_vma=False)
+    replicated = NamedSharding(mesh, P())  # out_shardings stated: XLA hands zero-size arrays back replicated otherwise
+    step_fn = jax.jit(sharded, out_shardings=(shardings, replicated), donate_argnums=0).lower(runner_state).compile()
     compile_seconds = time.time() - start
     print(f"compiled in {compile_seconds:.1f} s")
     logger.log(global_step, {"charts/compile_seconds": compile_seconds}, csv_row=False)
@@ -1311,7 +1422,7 @@ def main(args: Args):
     bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
     for iteration in bar:
         runner_state, metrics = step_fn(runner_state)
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = {k: float(v) for k, v in local_copy(metrics).items()}
         global_step += args.batch_size
         metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
         metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
@@ -1332,18 +1443,20 @@ def main(args: Args):
                   f"disc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # AMP: +2
         if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
             last_ckpt = run_dir / "checkpoints" / f"ckpt_{iteration:06d}.msgpack"
-            write_checkpoint(last_ckpt, runner_state, args, global_step)
+            written = write_checkpoint(last_ckpt, runner_state, args, global_step)
             for old in sorted(last_ckpt.parent.glob("ckpt_*.msgpack"))[:-3]:  # keep the latest three
                 old.unlink()
     bar.close()
+    if not lead:  # process 0 evaluates and renders
+        return runner_state, run_dir
     if args.verify and args.save_model:  # the checkpoint round trip the resume path relies on
-        restored = restore_runner_state(read_checkpoint(last_ckpt), jax.eval_shape(init, key), last_ckpt)
-        pairs = zip(jax.tree.leaves(restored), jax.tree.leaves(jax.device_get(runner_state)))
-        if not all(np.array_equal(a, b) for a, b in pairs):
+        restored = restore_runner_state(read_checkpoint(last_ckpt), written, last_ckpt)
+        if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(written))):
             fail(f"verify: checkpoint {last_ckpt} does not restore the runner state", 1)
         print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
 
-    eval_rng, params, obs_norm = jax.random.PRNGKey(args.seed + 1), runner_state.params, runner_state.obs_norm
+    params, obs_norm = local_copy((runner_state.params, runner_state.obs_norm))
+    eval_rng = jax.random.PRNGKey(args.seed + 1)
     # AMP: evaluation episodes start at `home`, as in ppo_mjx.py
     if env.reference_data is not None:
         env = WildRobotEnv(replace(args, reference_init=0.0))

@@ -65,6 +65,8 @@ def test_config_reproduces_and_flags_override(ppo_verify_run):
     (["--config", "missing.yaml"], "--config missing.yaml: cannot read"),
     (["--resume", "missing.msgpack"], "--resume missing.msgpack: no such file"),
     (["--scene", "nope.xml"], "--scene nope.xml: no such file"),
+    (["--num-devices", "2"], "--num-devices 2: 1 process(es) with 1 cpu device(s) each"),
+    (["--num-devices", "0"], "--num-devices 0: 1 process(es)"),
 ])  # fmt: skip
 def test_bad_flags_fail_before_compile(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
