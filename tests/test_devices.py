@@ -115,6 +115,7 @@ def test_two_processes_only_process_0_writes(tmp_path):
     (out0, err0), (out1, err1) = (p.communicate(timeout=900) for p in procs)
     assert procs[0].returncode == 0 and procs[1].returncode == 0, err0[-2000:] + err1[-2000:]
     assert "on 2 × cpu:0" in out0 and "verify: checkpoint round trip ok" in out0 and "eval: " in out0
-    assert out1 == "" and list((tmp_path / "1").iterdir()) == []
+    assert [x for x in out1.splitlines() if not x.startswith("[Gloo]")] == []  # (gloo's own C++ line aside)
+    assert list((tmp_path / "1").iterdir()) == []
     run = next((tmp_path / "0" / "runs").iterdir())
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_000001.msgpack", "ckpt_000002.msgpack"]
