@@ -5,12 +5,9 @@
     python ppo_amp_mjx.py --verify            # tiny run through every code path (CPU, < 2 min)
     python ppo_amp_mjx.py --amp-weight 0 --init-std 0.5   # ppo_mjx.py on the same seed (to float rounding)
 
-This is ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180): every block that differs from
-ppo_mjx.py carries `# AMP:` (`diff ppo_mjx.py ppo_amp_mjx.py` shows nothing else). A discriminator learns to tell the
-reference clips' (s, s') feature pairs from the policy's; its least-squares score becomes a style reward added to
-the task reward. See README.md "ppo_amp_mjx.py" for the flags, the metric names and results. Structure follows
-CleanRL's `ppo_continuous_action.py`; the rollout + GAE + update is one jitted function built from `lax.scan`, as in
-PureJaxRL; the env is laid out like a MuJoCo Playground joystick env.
+ppo_mjx.py plus AMP (Peng et al. 2021, https://arxiv.org/abs/2104.02180), every differing block marked `# AMP:`: a
+discriminator learns to tell the reference clips' (s, s') feature pairs from the policy's; its least-squares score is
+a style reward added to the task reward. README.md "ppo_amp_mjx.py" has the flags, metric names and results.
 """
 
 import contextlib
@@ -165,8 +162,7 @@ class Args:
     gait_shaping: bool = False
     """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
     waist_weight: float = 20.0
-    """waist yaw's weight in the `pose` term with a style reward (ppo_mjx.py: 1.0): clips that hold the waist still
-    hide it from the discriminator (--feature-min-std), so only this term holds it; 1 for clips that move it"""
+    """waist yaw's `pose` weight with a style reward (ppo_mjx.py: 1.0): clips with a still waist hide it (1 if not)"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 1e-5
@@ -282,8 +278,7 @@ def finalize_args(args: Args) -> Args:
         fail("--disc-batch-size, --disc-replay-size, --disc-replay-insert, --disc-updates, --disc-learning-rate and "
              "--disc-policy-share must be positive")
     if args.disc_batch_size % args.num_devices or args.disc_replay_size % args.num_devices:
-        fail(f"--disc-batch-size {args.disc_batch_size} and --disc-replay-size {args.disc_replay_size} must split "
-             f"over {args.num_devices} devices")  # fmt: skip
+        fail(f"--disc-batch-size and --disc-replay-size must split evenly over the {args.num_devices} devices")
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
         fail(f"--reference-init must be in [0, 1] and --feature-min-std >= 0, got {args.reference_init} and "
              f"{args.feature_min_std}")  # fmt: skip
@@ -493,9 +488,8 @@ class WildRobotEnv:
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), device, impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
-        # AMP: reference state initialization: the clip frames episodes may start from (pelvis over home's xy), their
-        # clip's command, and their sites and sensors by one MuJoCo forward each, so that an episode's first obs and
-        # foot velocities are the frame's without a forward pass in reset
+        # AMP: reference state initialization: the clip frames (pelvis over home's xy), their clip's command, their
+        # sites and sensors by one MuJoCo forward each (reset then needs no forward pass)
         self.reference_data = None
         if args.amp_weight > 0 and args.reference_init > 0:
             motions = load_motions(motion_path(args.motion_file))
@@ -593,8 +587,7 @@ class WildRobotEnv:
             push_countdown=jax.random.randint(k_push, (), 100, 250), push_left=jp.int32(0), push_force=jp.zeros(3),
             episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand),
         )  # fmt: skip
-        # AMP: reference state initialization: a share of episodes starts from a random reference frame, with its
-        # clip's command and its sites and sensors (the first obs and the first step's foot velocities read them)
+        # AMP: reference state initialization: a share of episodes starts from a random frame, with its clip's command
         if self.reference_data is not None:
             k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 0xA4))  # PPO's splits stay as in ppo_mjx.py
             frame = jax.random.randint(k_frame, (), 0, len(self.reference_command))
@@ -678,9 +671,8 @@ class WildRobotEnv:
         """Gravity direction in the IMU frame (3,): (0, 0, -1) when upright."""
         return -data.site_xmat[self.imu][2]
 
-    # AMP: the one feature path for policy states (reference clips go through the same amp_features). Feet by fresh
-    # kinematics of qpos (after mjx.step, data.site_xpos lags qpos by one substep; after a reset it is that of `home`),
-    # computed in the training loop so that env.step stays the same program as in ppo_mjx.py
+    # AMP: the one feature path for policy states (the clips go through amp_features too); feet by fresh kinematics
+    # (site_xpos lags qpos by a substep, or is home's after a reset), in the training loop: env.step stays ppo_mjx.py's
     def amp_observation(self, qpos, qvel) -> jax.Array:  # (nq,), (nv,) -> (D,)
         data = mjx.kinematics(self.model, self.init_data.replace(qpos=qpos, qvel=qvel))
         return amp_features(qpos, qvel, data.site_xpos[self.feet])
@@ -1293,14 +1285,12 @@ def make_train(args: Args, env: WildRobotEnv):
         rs = rs.replace(params=params, opt_state=opt_state, obs_norm=obs_norm,
                         critic_norm=rs.critic_norm.update(traj.critic_obs, AXIS), env_state=env_state, rng=rng,
                         iteration=rs.iteration + 1)  # fmt: skip
-        # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs
-        # AMP: each device: its own policy pairs and replay, its rows of the reference draws; gradients averaged
-        pol_flat = pol_pairs.reshape(batch_size, -1)  # (B, 2D) of this device
+        # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs (each device: its own
+        # envs' pairs and replay ring, its rows of reference draws made alike everywhere; gradients averaged)
+        pol_flat = pol_pairs.reshape(batch_size, -1)  # (B, 2D)
         amp_rng, k_norm, k_upd, k_ins = jax.random.split(rs.amp_rng, 4)
-        draw = lambda k: own_rows(jax.random.randint(k, (args.disc_batch_size,), 0, len(ref_pairs)))  # noqa: E731
-        ref_draw = lambda k: ref_pairs[draw(k)]  # noqa: E731  drawn alike everywhere, this device's rows
-        ref_sample = ref_draw(k_norm)
-        amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_sample[:, :feat_dim]]), AXIS)
+        ref_draw = lambda k: ref_pairs[own_rows(jax.random.randint(k, (args.disc_batch_size,), 0, len(ref_pairs)))]  # noqa: E731
+        amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_draw(k_norm)[:, :feat_dim]]), AXIS)
         stored, disc_batch = rs.replay_stored, args.disc_batch_size // args.num_devices
 
         def update_disc(carry, key):
@@ -1386,7 +1376,9 @@ def main(args: Args):
     shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
     if args.resume:
         payload = read_checkpoint(args.resume)
-        runner_state = restore_runner_state(payload, jax.jit(init)(key), args.resume)  # fresh envs if left out
+        fresh = not payload["meta"].get("env_state", True)  # the envs were left out: new episodes take their place
+        template = jax.jit(init)(key) if fresh else jax.eval_shape(init, key)
+        runner_state = restore_runner_state(payload, template, args.resume)
         run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
         if payload["meta"]["args"].get("num_devices", 1) != args.num_devices:  # AMP: the rings were per device
             runner_state = runner_state.replace(replay_next=np.int32(0), replay_stored=np.int32(0))  # start empty

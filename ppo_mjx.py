@@ -1082,7 +1082,9 @@ def main(args: Args):
     shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
     if args.resume:
         payload = read_checkpoint(args.resume)
-        runner_state = restore_runner_state(payload, jax.jit(init)(key), args.resume)  # fresh envs if left out
+        fresh = not payload["meta"].get("env_state", True)  # the envs were left out: new episodes take their place
+        template = jax.jit(init)(key) if fresh else jax.eval_shape(init, key)
+        runner_state = restore_runner_state(payload, template, args.resume)
         run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
         print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
     else:

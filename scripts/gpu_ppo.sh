@@ -15,6 +15,9 @@
 #   SKIP_PHYSICS=1 NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=205 bash scripts/gpu_ppo.sh ppo_amp_mjx.py --num-minibatches 16 [--disc-updates 8]
 # Robust walking from scratch on the training ground (docs/robustness.md; not yet run on a GPU):
 #   NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=100 bash scripts/gpu_ppo.sh ppo_mjx.py --scene assets/scene_terrain.xml
+# Per-device scaling on a machine with several GPUs (SCALING=1: NUM_ENVS per device on 1, 2, 4, ... of them, 10
+# iterations each, before the training run; SPS and compile time per count into $OUT/scaling.txt):
+#   SCALING=1 SKIP_PHYSICS=1 NUM_ENVS=4096 TRAIN_SECONDS=200 bash scripts/gpu_ppo.sh ppo_mjx.py
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true
 NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
@@ -25,6 +28,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import jax, mujoco; print('jax', jax.__version__, jax.devices(), 'mujoco', mujoco.__version__)" | tee -a $OUT/device.txt
 [ -n "$SKIP_PHYSICS" ] || timeout 90 python3 -m utils.benchmark --physics-only --num-envs $NUM_ENVS 2>&1 | grep -v warp \
   | tee -a $OUT/device.txt  # one file with the device lines: at most 8 files come back, 3 of them policies
+if [ -n "$SCALING" ]; then
+  GPUS=$(nvidia-smi -L | wc -l)
+  for ((d = 1; d <= GPUS; d *= 2)); do
+    timeout 300 python3 $SCRIPT --num-envs $((NUM_ENVS * d)) --num-devices $d --num-iterations 10 --no-save-model \
+      --eval-episodes 1 --exp-name scaling_$d "$@" 2>&1 | grep -a -E "^compiled|^it +10 " | sed "s/^/$d devices: /" \
+      | tee -a $OUT/scaling.txt
+  done
+fi
 NAME=gpu_${SCRIPT%.py}
 timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval $CKPT \
   --exp-name $NAME "$@" 2>&1 | grep -v -E "warp|it/s\]$" | tee $OUT/train.log
