@@ -1035,6 +1035,8 @@ def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_s
     """Everything to resume (the runner state; the envs' part unless --no-checkpoint-env-state) plus the policy alone
     for the tools. Every process gathers the devices' slices; process 0 writes. Returns the state on the host."""
     state = multihost_utils.process_allgather(runner_state, tiled=True)
+    if jax.process_index() != 0:
+        return state
     meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
                 iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=list(JOINT_NAMES),
                 critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE,
@@ -1042,11 +1044,10 @@ def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_s
     policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
     leaves = {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(jax.tree.leaves(state), env_leaves(state)))
               if args.checkpoint_env_state or not env}  # fmt: skip
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
     return state
 
 
@@ -1372,12 +1373,13 @@ def main(args: Args):
     # the device mesh: the envs split over num_devices devices (equally many of each process), all else replicated
     per_process = args.num_devices // jax.process_count()
     devices = [d for p in range(jax.process_count()) for d in jax.local_devices(p)[:per_process]]
-    mesh, specs = jax.sharding.Mesh(devices, (AXIS,)), state_specs(jax.eval_shape(init, key))
+    shapes = jax.eval_shape(init, key)  # the runner state's shapes, traced once
+    mesh, specs = jax.sharding.Mesh(devices, (AXIS,)), state_specs(shapes)
     shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
     if args.resume:
         payload = read_checkpoint(args.resume)
         fresh = not payload["meta"].get("env_state", True)  # the envs were left out: new episodes take their place
-        template = jax.jit(init)(key) if fresh else jax.eval_shape(init, key)
+        template = jax.jit(init)(key) if fresh else shapes
         runner_state = restore_runner_state(payload, template, args.resume)
         run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
         if payload["meta"]["args"].get("num_devices", 1) != args.num_devices:  # AMP: the rings were per device
