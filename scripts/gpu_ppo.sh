@@ -18,6 +18,10 @@
 # Per-device scaling on a machine with several GPUs (SCALING=1: NUM_ENVS per device on 1, 2, 4, ... of them, 10
 # iterations each, before the training run; SPS and compile time per count into $OUT/scaling.txt):
 #   SCALING=1 SKIP_PHYSICS=1 NUM_ENVS=4096 TRAIN_SECONDS=200 bash scripts/gpu_ppo.sh ppo_mjx.py
+# The Brax row (BRAX=N: ppo_mjx.py and Brax's PPO, utils/brax_ppo.py, N iterations each at NUM_ENVS through
+# utils.benchmark, before the training run; table, plots and results into $OUT/brax/). Add to the wheels:
+#   brax==0.14.2 jaxopt==0.8.5 ml-collections==1.1.0 (and absl-py, etils, orbax-checkpoint where that machine lacks them)
+#   BRAX=100 SKIP_PHYSICS=1 NUM_ENVS=8192 TRAIN_SECONDS=200 bash scripts/gpu_ppo.sh ppo_mjx.py
 set -o pipefail
 SCRIPT=${1:-ppo_mjx.py}; shift || true
 NUM_ENVS=${NUM_ENVS:-4096}; TRAIN_SECONDS=${TRAIN_SECONDS:-400}; TOTAL=${TOTAL:-100000000}; CKPT=${CKPT:-10}
@@ -35,6 +39,10 @@ if [ -n "$SCALING" ]; then
       --eval-episodes 1 --exp-name scaling_$d "$@" 2>&1 | grep -a -E "^compiled|^it +10 " | sed "s/^/$d devices: /" \
       | tee -a $OUT/scaling.txt
   done
+fi
+if [ -n "$BRAX" ]; then
+  timeout 400 python3 -m utils.benchmark --variants ppo_mjx.py brax --num-envs $NUM_ENVS --iterations $BRAX \
+    --out $OUT/brax 2>&1 | grep -v warp | tee $OUT/brax.txt; rm -rf $OUT/brax/logs
 fi
 NAME=gpu_${SCRIPT%.py}
 timeout $TRAIN_SECONDS python3 $SCRIPT --num-envs $NUM_ENVS --total-timesteps $TOTAL --checkpoint-interval $CKPT \

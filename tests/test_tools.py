@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -140,20 +141,48 @@ def test_benchmark_writes_table_and_plots(ppo_verify_run, tmp_path):
     # ppo_mjx.py --verify's sizes: its compiled programs come from the session's compilation cache (ppo_verify_run)
     variant = ("ppo_mjx.py:--num-steps 8 --num-minibatches 2 --update-epochs 2 --eval-episodes 2 --episode-seconds 0.2"
                " --checkpoint-interval 1 --critic-warmup-iterations 1")  # fmt: skip
-    proc = run_module("utils.benchmark", "--variants", variant, "--seeds", "1", "--num-envs", "4", "--iterations", "2",
-                      "--out", "bench", "--min-time", "0.1", "--control-steps", "5", cwd=tmp_path)  # fmt: skip
+    brax = "brax:" + variant.split(":", 1)[1].split(" --checkpoint-interval")[0]  # Brax's PPO on the same env
+    proc = run_module("utils.benchmark", "--variants", variant, brax, "--seeds", "1", "--num-envs", "4", "--iterations",
+                      "2", "--out", "bench", "--min-time", "0.1", "--control-steps", "5", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     assert "| variant | num_envs | seeds | SPS | compile (s) | return @ 64 steps |" in table
-    row = next(line for line in table.splitlines() if line.startswith("| `ppo_mjx.py:"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:3] == ["4", "1"] and float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
-    assert cells[-1].endswith("%")
+    for name in ("ppo_mjx.py:", "brax:"):  # both in one table
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{name}"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:3] == ["4", "1"] and float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
+        assert cells[-1].endswith("%")
     for png in ("return_vs_steps.png", "return_vs_time.png"):
         assert iio.imread(tmp_path / "bench" / png).ndim == 3
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert results["runs"][0]["steps"] == [32, 64] and "4" in results["ceilings"]
+    assert [r["steps"] for r in results["runs"]] == [[32, 64], [32, 64]] and "4" in results["ceilings"]
     assert (tmp_path / "runs").is_dir()  # the training file ran as a user runs it, runs/ under the cwd
+    # Brax's run: its episodes were cut by our env's time limit (0.2 s = 10 steps) and reached Brax's episode logger
+    # as truncations; its final policy went through ppo_mjx.py's own evaluation
+    brax_run = Path(results["runs"][1]["run_dir"])
+    assert results["runs"][1]["variant"] == brax and brax_run.name.startswith("bench1_brax_ppo__1__")
+    assert results["runs"][1]["ret"][-1] > 0 and json.loads((tmp_path / brax_run / "eval.json").read_text()).keys() == {
+        "eval/episodic_return", "eval/falls", "eval/vel_error"}
+    lengths = [row.split(",") for row in (tmp_path / brax_run / "metrics.csv").read_text().splitlines()]
+    assert float(lengths[-1][lengths[0].index("charts/episodic_length")]) == 10.0
+
+
+def test_brax_bad_input_one_clear_line(tmp_path):
+    # Brax missing (a module named brax that fails to import stands in): the line says how to install it
+    shadow = tmp_path / "shadow" / "brax"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('this stands in for a missing Brax')")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    env |= dict(JAX_PLATFORMS="cpu", PYTHONPATH=f"{shadow.parent}{os.pathsep}{ROOT}")
+    proc = subprocess.run([sys.executable, "-m", "utils.brax_ppo", "--verify"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert "Brax is not installed" in error_line(proc) and "pip install brax==0.14.2" in proc.stderr
+    # Brax's minibatches are whole unrolls: the envs must split into them
+    proc = run_module("utils.brax_ppo", "--num-envs", "6", "--num-minibatches", "4", cwd=tmp_path)
+    assert "brax: --num-envs 6 must be divisible by --num-minibatches 4" in error_line(proc)
+    proc = run_module("utils.brax_ppo", "--critic-warmup-iterations", "1", cwd=tmp_path)  # no Brax meaning: refused
+    assert "brax: --critic-warmup-iterations is ppo_mjx.py's only" in error_line(proc)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bad_input_one_clear_line(ppo_verify_run, tmp_path, capsys):

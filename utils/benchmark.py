@@ -16,13 +16,18 @@ return_vs_steps.png, return_vs_time.png, results.json, and one log per run under
         --iterations 20 --out docs/bench/        # default --out: runs/benchmark
 
 A variant is `FILE[:FLAGS]`; FLAGS go to the file as given (not --seed, --num-envs, --num-iterations, --exp-name,
-which the harness sets). "Return" is `charts/episodic_return` (--metric), averaged over the last 3 values logged at
-or before the point: at the fewest env steps and at the shortest training time (after compile) any run reached.
-SPS is the run's last `charts/SPS` (env steps/s of the training loop, compile excluded). Brax's PPO is not included.
+which the harness sets). The variant `brax[:FLAGS]` trains the same env with Brax's PPO (`utils/brax_ppo.py`, the
+original project's trainer; `pip install brax==0.14.2` where requirements.txt was not installed), FLAGS being
+ppo_mjx.py's.
+
+"Return" is `charts/episodic_return` (--metric), averaged over the last 3 values logged at or before the point: at
+the fewest env steps and at the shortest training time (after compile) any run reached. SPS is the run's last
+`charts/SPS` (env steps/s of the training loop, compile excluded).
 """
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -113,13 +118,18 @@ def physics_ceiling(
 # harness: variants × seeds × num-envs
 # ---------------------------------------------------------------------------------------------------------------------
 HARNESS_FLAGS = ("--seed", "--num-envs", "--num-iterations", "--exp-name")  # set by the harness, not by a variant
+BRAX = "brax"  # the variant that runs utils/brax_ppo.py: Brax's PPO on the same env
 
 
 def parse_variant(spec: str) -> tuple[Path, list[str]]:
     """`FILE[:FLAGS]` -> (the training file, its flags). Relative files: the current folder, else the repo root."""
     file, _, flags = spec.partition(":")
     path = Path(file) if Path(file).is_file() else ROOT / file
-    if not path.is_file() or path.suffix != ".py":
+    if file == BRAX:
+        path = ROOT / "utils" / "brax_ppo.py"
+        if importlib.util.find_spec("brax") is None:
+            fail(f"--variants {spec!r}: Brax is not installed (pip install brax==0.14.2)")
+    elif not path.is_file() or path.suffix != ".py":
         fail(f"--variants {spec!r}: no training file {file}")
     argv = shlex.split(flags)
     taken = [a for a in argv if a.split("=")[0] in HARNESS_FLAGS]
@@ -141,12 +151,15 @@ def run_variant(index: int, spec: str, seed: int, num_envs: int, iterations: int
     """Train one variant as a subprocess (output to a log file) and read back its metrics."""
     path, flags = parse_variant(spec)
     name = f"bench{index}_{path.stem}"
-    cmd = [sys.executable, str(path), *flags, "--exp-name", name, "--seed", str(seed), "--num-envs", str(num_envs)]
+    program = ["-m", "utils.brax_ppo"] if path.stem == "brax_ppo" else [str(path)]  # a module of this repo: -m
+    cmd = [sys.executable, *program, *flags, "--exp-name", name, "--seed", str(seed), "--num-envs", str(num_envs)]
     cmd += ["--num-iterations", str(iterations)] if iterations else []
     log = logs / f"{name}__{seed}__n{num_envs}.log"
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        paths = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=paths)
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     text = log.read_text()
     if proc.returncode != 0:
         tail = [line for line in text.splitlines() if line.strip()][-1:] or ["(no output)"]
