@@ -40,7 +40,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp pac
     from mujoco import mjx
 
 from utils.kinematics import feet_kinematics  # AMP: the reference clips' sole kinematics
-from utils.motions import MotionFileError, load_motions  # AMP: and their safe loader (it never unpickles)
+from utils.motions import MotionFileError, gait_phase, load_motions  # AMP: their safe loader (never unpickles), clock
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 # AMP: D AMP feature dim (41), P reference pairs, R replay size
@@ -432,8 +432,7 @@ class EnvState:
     done: jax.Array  # ()  terminated or truncated (the env has been reset)
     truncated: jax.Array  # ()
     reached_critic_obs: jax.Array  # (C,)  critic obs of the state the last step reached, before any auto-reset
-    # AMP: qpos and qvel of that same reached state, for the s' of the policy's (s, s') pair
-    reached_qpos_qvel: jax.Array  # (nq + nv,)
+    reached_qpos_qvel: jax.Array  # (nq + nv,)  # AMP: qpos, qvel of that same state: the s' of the policy's pair
     info: EnvInfo
     metrics: dict  # reward/<term> (), nan_reset (), episode_return (), episode_length () — at done
 
@@ -489,7 +488,7 @@ class WildRobotEnv:
         data = mjx.put_data(m, mujoco.MjData(m), device, impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
         # AMP: reference state initialization: the clip frames (pelvis over home's xy), their clip's command, their
-        # sites and sensors by one MuJoCo forward each (reset then needs no forward pass)
+        # gait clock, their sites and sensors by one MuJoCo forward each (reset then needs no forward pass)
         self.reference_data = None
         if args.amp_weight > 0 and args.reference_init > 0:
             motions = load_motions(motion_path(args.motion_file))
@@ -504,6 +503,8 @@ class WildRobotEnv:
                 for k, rows in kept.items():
                     rows.append(getattr(d, k).copy())
             self.reference_command = jp.asarray(motions.clip_commands[clips], jp.float32)
+            self.reference_phase = jp.asarray(np.concatenate([gait_phase(m, motions.qpos[s : s + n], motions.fps,
+                GAIT_FREQUENCY) for s, n in zip(motions.clip_starts, motions.clip_lengths)]))  # fmt: skip
             shape = lambda k: (len(frames), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
             self.reference_data = {k: jp.asarray(np.array(v), jp.float32).reshape(shape(k))
                                    for k, v in (kept | {"qpos": qpos, "qvel": qvel}).items()}  # fmt: skip
@@ -587,20 +588,20 @@ class WildRobotEnv:
             push_countdown=jax.random.randint(k_push, (), 100, 250), push_left=jp.int32(0), push_force=jp.zeros(3),
             episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand),
         )  # fmt: skip
-        # AMP: reference state initialization: a share of episodes starts from a random frame, with its clip's command
+        # AMP: reference state initialization: a share of episodes starts from a random frame, its clip's command
         if self.reference_data is not None:
             k_ref, k_frame = jax.random.split(jax.random.fold_in(rng, 0xA4))  # PPO's splits stay as in ppo_mjx.py
             frame = jax.random.randint(k_frame, (), 0, len(self.reference_command))
             from_ref = jax.random.uniform(k_ref) < self.args.reference_init
             data = data.replace(**{k: jp.where(from_ref, v[frame], getattr(data, k))
                                    for k, v in self.reference_data.items()})  # fmt: skip
-            info = info.replace(command=jp.where(from_ref, self.reference_command[frame], info.command))
+            info = info.replace(command=jp.where(from_ref, self.reference_command[frame], info.command),
+                                phase=jp.where(from_ref, self.reference_phase[frame], info.phase))  # its frame's clock
         obs, critic_obs = self.observe(data, info, jp.ones(2, bool), jax.random.fold_in(rng, 1))
         zero = jp.float32(0.0)
         metrics = {f"reward/{k}": zero for k in REWARD_SCALES} | dict(nan_reset=zero, episode_return=zero,
                                                                        episode_length=zero)  # fmt: skip
-        # AMP: the fresh state's qpos and qvel
-        return EnvState(data, obs, critic_obs, zero, jp.bool_(False), jp.bool_(False), critic_obs,
+        return EnvState(data, obs, critic_obs, zero, jp.bool_(False), jp.bool_(False), critic_obs,  # AMP: qpos, qvel
                         jp.concatenate([data.qpos, data.qvel]), info, metrics)  # fmt: skip
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:
@@ -657,8 +658,7 @@ class WildRobotEnv:
         metrics = {f"reward/{k}": v for k, v in terms.items()} | dict(
             nan_reset=(~finite).astype(jp.float32),
             episode_return=info.episode_return, episode_length=step.astype(jp.float32))  # fmt: skip
-        # AMP: the reached state's qpos and qvel survive the auto-reset, like its critic obs
-        amp_reached = jp.concatenate([data.qpos, data.qvel])
+        amp_reached = jp.concatenate([data.qpos, data.qvel])  # AMP: survive the auto-reset, like the critic obs
         stepped = EnvState(data, obs, critic_obs, reward, done, truncated, critic_obs, amp_reached, info, metrics)
         # auto-reset: a done env continues from a fresh episode; the reached critic obs stays for the bootstrap
         fresh = self.reset(k_reset)

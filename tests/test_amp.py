@@ -69,6 +69,11 @@ def test_reference_state_initialization(env):
         clips = motions.clip_commands[clip_of_frame[match[e]]]
         assert np.abs(clips - command[e]).max(-1).min() < 1e-6, e
     assert len({tuple(c) for c in command[from_ref]}) > 5
+    # and the gait clock of its frame (the frames' clocks: utils.motions.gait_phase), the others at 0
+    phase, clocks = np.asarray(states.info.phase), np.asarray(env.reference_phase)
+    for e in np.flatnonzero(from_ref):
+        assert np.abs(clocks[match[e]] - phase[e]).min() < 1e-6, e
+    assert (phase[~from_ref] == 0).all() and np.ptp(phase[from_ref]) > 3
     np.testing.assert_allclose(qpos[:, :2], 0.0, atol=1e-6)
     home = np.asarray(env.home_qpos)
     assert np.abs(qpos[~from_ref, 7:] - home[7:]).max() <= 0.05 + 1e-6

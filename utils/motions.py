@@ -197,6 +197,31 @@ def save_motions(path, fps, qpos, qvel, clip_names, clip_starts, clip_lengths, c
     return path
 
 
+def gait_phase(model: mujoco.MjModel, qpos: np.ndarray, fps: float, frequency: float) -> np.ndarray:
+    """(T,) the training env's gait clock (rad, in [0, 2π)) along one clip: 0 where the left sole lifts off, π where
+    the right one does, linear in time in between; before the first and after the last lift-off it runs at
+    `frequency` Hz. A clip without a lift-off (standing) is at 0. A lift-off within 0.2 s of the same foot's last
+    one is the same step (a sole grazing the floor mid-swing)."""
+    contact = sole_contact(feet_kinematics(model, qpos)[1])  # (T, 2)
+    frames, values, last = [], [], {0: -np.inf, 1: -np.inf}
+    for i, k in zip(*np.nonzero(contact[:-1] & ~contact[1:])):  # frame i + 1 is the first in the air, left first
+        if i + 1 - last[k] < 0.2 * fps:
+            continue
+        last[k] = i + 1
+        target = k * np.pi  # the phase this lift-off is at, modulo 2π
+        value = target if not values else values[-1] + (target - values[-1] - 1e-6) % (2 * np.pi) + 1e-6
+        frames.append(i + 1)
+        values.append(value)
+    t = np.arange(len(qpos), dtype=np.float64)
+    if not frames:
+        return np.zeros(len(qpos), np.float32)
+    rate = 2 * np.pi * frequency / fps  # rad per frame beyond the first and last lift-off
+    phase = np.interp(t, frames, values)
+    phase = np.where(t < frames[0], values[0] - rate * (frames[0] - t), phase)
+    phase = np.where(t > frames[-1], values[-1] + rate * (t - frames[-1]), phase)
+    return np.mod(phase, 2 * np.pi).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # quality report
 # ---------------------------------------------------------------------------------------------------------------
