@@ -43,7 +43,7 @@ from utils.kinematics import feet_kinematics  # AMP: the reference clips' sole k
 from utils.motions import MotionFileError, gait_phase, load_motions  # AMP: their safe loader (never unpickles), clock
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
-# AMP: D AMP feature dim (41), P reference pairs, R replay size
+# AMP: D AMP feature dim (41), k frames per discriminator sample (--disc-history), P reference pairs, R replay size
 ROOT = Path(__file__).resolve().parent
 
 
@@ -183,6 +183,8 @@ class Args:
     """policy pairs the discriminator sees per iteration / batch: the updates (2 at 2048 envs, 8 at 8192, 1 at 256)"""
     disc_updates: int | None = None
     """discriminator updates per iteration (default: from --disc-policy-share)"""
+    disc_history: int = 2
+    """frames the discriminator sees per sample: 2 is AMP's (s, s') pair, k > 2 adds the k - 2 states before s"""
     reference_init: float = 0.5
     """share of training episodes that start from a random reference frame instead of `home` (evaluation: none)"""
     feature_min_std: float = 5e-3
@@ -197,8 +199,7 @@ class Args:
 
 VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2,
                     checkpoint_interval=1, eval_episodes=2, episode_seconds=0.2)  # fmt: skip
-# AMP: small discriminator sizes for --verify
-VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=40, disc_replay_insert=24)  # wraps in the 2nd iteration
+VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=40, disc_replay_insert=24)  # AMP: wraps in iteration 2
 
 
 def cpu_hint(backend: str, num_envs: int, sps: float, steps_left: int) -> str | None:
@@ -219,8 +220,7 @@ def fail(message: str, code: int = 2):
 
 # AMP: a relative --motion-file is looked up from the current folder, then from this file's folder (the default)
 def motion_path(name: str) -> Path:
-    path = Path(name)
-    return path if path.exists() or path.is_absolute() or not (ROOT / path).exists() else ROOT / path
+    return next((path for path in (Path(name), ROOT / name) if path.exists()), Path(name))
 
 
 def finalize_args(args: Args) -> Args:
@@ -279,15 +279,17 @@ def finalize_args(args: Args) -> Args:
              "--disc-policy-share must be positive")
     if args.disc_batch_size % args.num_devices or args.disc_replay_size % args.num_devices:
         fail(f"--disc-batch-size and --disc-replay-size must split evenly over the {args.num_devices} devices")
-    if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0:
-        fail(f"--reference-init must be in [0, 1] and --feature-min-std >= 0, got {args.reference_init} and "
-             f"{args.feature_min_std}")  # fmt: skip
+    if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0 or args.disc_history < 2:
+        fail(f"--reference-init must be in [0, 1], --feature-min-std >= 0 and --disc-history >= 2, got "
+             f"{args.reference_init}, {args.feature_min_std} and {args.disc_history}")  # fmt: skip
     try:
         motions = load_motions(motion_path(args.motion_file))
     except MotionFileError as e:
         fail(f"--motion-file {e}")
     if abs(motions.fps * CTRL_DT - 1) > 1e-6:  # (s, s') pairs must be one control step apart
         fail(f"--motion-file {args.motion_file}: {motions.fps:g} fps, the policy acts at {1 / CTRL_DT:g} Hz")
+    if max(motions.clip_lengths) < args.disc_history:
+        fail(f"--disc-history {args.disc_history}: longer than the longest clip ({max(motions.clip_lengths)} frames)")
     iterations = args.num_iterations or args.total_timesteps // batch
     return replace(args, batch_size=batch, minibatch_size=batch // args.num_minibatches, num_iterations=iterations,
                    total_timesteps=iterations * batch)  # fmt: skip
@@ -853,16 +855,17 @@ class RunnerState:
     disc_params: dict
     disc_opt_state: optax.OptState
     amp_norm: Normalizer  # (D,)
-    replay: jax.Array  # (R, 2D)  a ring
+    replay: jax.Array  # (R, kD)  a ring
     replay_next: jax.Array  # ()  the slot the next pair goes to
     replay_stored: jax.Array  # ()  filled slots (saturates at R)
     amp_rng: jax.Array  # (2,)  separate, so --amp-weight 0 consumes PPO's stream exactly like ppo_mjx.py
+    amp_hist: jax.Array  # (N, k - 2, D)  each env's states before its current one, for --disc-history k (2: none)
 
 
 def state_specs(rs: RunnerState) -> RunnerState:  # how the runner state lies on the mesh
     """The env state is split over the devices along its env axis; everything else is replicated on each."""
     specs = jax.tree.map(lambda _: P(), rs).replace(env_state=jax.tree.map(lambda _: P(AXIS), rs.env_state))
-    return specs.replace(replay=P(AXIS))  # AMP: each device keeps a ring of its own envs' pairs
+    return specs.replace(replay=P(AXIS), amp_hist=P(AXIS))  # AMP: each device keeps its own envs' pairs, history
 
 
 def compute_gae(rewards, values, next_values, terminated, dones, gamma, gae_lambda):
@@ -960,7 +963,7 @@ class Discriminator(nn.Module):
     hidden: tuple = (512, 256)
 
     @nn.compact
-    def __call__(self, pairs):  # (..., 2D) normalized (s, s') -> logits (...,)
+    def __call__(self, pairs):  # (..., kD) normalized windows ((s, s') at k = 2) -> logits (...,)
         x = mlp(pairs, self.hidden, nn.relu)
         return nn.Dense(1, name="logit")(x)[..., 0]
 
@@ -980,16 +983,15 @@ def ring_insert(buffer, next_slot, stored, rows):  # AMP: the replay buffer
 
 
 def discriminator_loss(params, disc_apply, ref, pol, loss_type, grad_penalty, logit_reg, weight_decay):
-    """Discriminator objective on normalized pairs ref, pol [M, 2D]. Returns (loss, metrics named amp/...)."""
+    """Discriminator objective on normalized pairs ref, pol [M, kD]. Returns (loss, metrics named amp/...)."""
     d_ref, d_pol = disc_apply(params, ref), disc_apply(params, pol)  # (M,), (M,)
     if loss_type == "lsgan":  # least squares towards +1 (reference) and -1 (policy)
         main = 0.5 * (jp.mean((d_ref - 1) ** 2) + jp.mean((d_pol + 1) ** 2))
     else:  # binary cross-entropy with logits: -log σ(d_ref) - log(1 - σ(d_pol))
         main = jp.mean(jax.nn.softplus(-d_ref)) + jp.mean(jax.nn.softplus(d_pol))
     gp = gradient_penalty(lambda x: disc_apply(params, x), ref)
-    logit_l2 = jp.sum(params["logit"]["kernel"] ** 2)
     l2 = sum(jp.sum(w**2) for path, w in jax.tree_util.tree_leaves_with_path(params) if "kernel" in str(path[-1]))
-    loss = main + 0.5 * grad_penalty * gp + logit_reg * logit_l2 + weight_decay * l2
+    loss = main + 0.5 * grad_penalty * gp + logit_reg * jp.sum(params["logit"]["kernel"] ** 2) + weight_decay * l2
     accuracy = 0.5 * (jp.mean(d_ref > 0) + jp.mean(d_pol < 0))
     return loss, {"amp/disc_loss": main, "amp/grad_penalty": gp, "amp/expert_logit": d_ref.mean(),
                   "amp/policy_logit": d_pol.mean(), "amp/disc_accuracy": accuracy}  # fmt: skip
@@ -1002,17 +1004,23 @@ def style_reward(logits, loss_type="lsgan"):
     return -jp.log(jp.maximum(1.0 - jax.nn.sigmoid(logits), 1e-4))
 
 
-def reference_pairs(env, motions) -> np.ndarray:
-    """(s, s') feature pairs [P, 2D] of consecutive frames inside each clip; feet by MuJoCo forward kinematics."""
+def reference_pairs(env, motions, k=2) -> np.ndarray:
+    """Windows of k consecutive frames inside each clip [P, kD], (s, s') pairs at k = 2; feet by MuJoCo kinematics."""
     feet = feet_kinematics(env.mj_model, motions.qpos)[0]  # (T, 2, 3) the same foot sites as env.feet
     feats = np.asarray(amp_features(jp.asarray(motions.qpos), jp.asarray(motions.qvel), jp.asarray(feet)))
-    idx = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
-    return np.concatenate([feats[idx], feats[idx + 1]], axis=-1).astype(np.float32)
+    idx = np.concatenate([np.arange(s, s + n - k + 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    return np.concatenate([feats[idx + i] for i in range(k)], axis=-1).astype(np.float32)
 
 
-def normalize_pairs(norm, pairs):  # (..., 2D): both halves with the same feature statistics
-    d = pairs.shape[-1] // 2
-    return jp.concatenate([norm(pairs[..., :d]), norm(pairs[..., d:])], -1)
+def push_history(hist, s, s_next, fresh):  # (N, k - 2, D), (N, D), (N, D), (N,) -> (N, kD), (N, k - 2, D)
+    """The policy's window (the k - 2 states before s, s, s') and the next history; a new episode repeats its s."""
+    hist = jp.where(fresh[:, None, None], s[:, None], hist)
+    return jp.concatenate([hist.reshape(len(s), -1), s, s_next], -1), jp.concatenate([hist, s[:, None]], 1)[:, 1:]
+
+
+def normalize_pairs(norm, pairs):  # (..., kD): every frame with the same feature statistics
+    frames = pairs.reshape(pairs.shape[:-1] + (-1, norm.mean.shape[-1]))  # (..., k, D)
+    return norm(frames).reshape(pairs.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1027,8 +1035,8 @@ def local_copy(tree):  # replicated arrays on the mesh -> numpy, from this proce
 
 
 def env_leaves(rs: RunnerState) -> list[bool]:  # which of jax.tree.leaves(rs) are the envs' state
-    return jax.tree.leaves(jax.tree.map(lambda _: False, rs).replace(env_state=jax.tree.map(lambda _: True,
-                                                                                            rs.env_state)))
+    envs = jax.tree.map(lambda _: True, (rs.env_state, rs.amp_hist))  # AMP: + their feature history
+    return jax.tree.leaves(jax.tree.map(lambda _: False, rs).replace(env_state=envs[0], amp_hist=envs[1]))
 
 
 def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_step: int) -> RunnerState:
@@ -1174,21 +1182,19 @@ def make_train(args: Args, env: WildRobotEnv):
     batch_size, minibatch_size = args.batch_size // args.num_devices, args.minibatch_size // args.num_devices
     # AMP: reference pairs (a constant of the compiled iteration), discriminator and its optimizer
     motions = load_motions(motion_path(args.motion_file))
-    ref_pairs = jp.asarray(reference_pairs(env, motions))  # (P, 2D)
-    feat_dim = ref_pairs.shape[-1] // 2
-    # AMP: features the reference holds constant would only tell kinematics from physics (a generated clip never tilts
-    # its pelvis or turns its waist, a simulated robot always does a little): the discriminator does not see them
+    ref_pairs = jp.asarray(reference_pairs(env, motions, args.disc_history))  # (P, kD)
+    feat_dim = ref_pairs.shape[-1] // args.disc_history
+    # AMP: features constant in the clips (a level pelvis, a still waist) only tell kinematics from physics: hidden
     varied = (np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std) | (args.feature_min_std == 0)  # (D,)
     if not varied.any():
         fail(f"--motion-file {args.motion_file}: no feature varies by more than --feature-min-std "
              f"{args.feature_min_std:g} over the clips; the discriminator would see nothing")  # fmt: skip
-    seen = np.tile(varied, 2)  # both halves of a pair
+    seen = np.tile(varied, args.disc_history)  # every frame of a window
     disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen]  # noqa: E731
-    disc = Discriminator()
-    disc_apply = lambda p, x: disc.apply({"params": p}, x)  # noqa: E731
+    disc_apply = lambda p, x: Discriminator().apply({"params": p}, x)  # noqa: E731
     disc_optimizer = optax.adam(args.disc_learning_rate)
-    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} (s, s') pairs, {feat_dim} features each; "
-          f"constant in the reference, not seen by the discriminator: "
+    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} windows of {args.disc_history} frames, "
+          f"{feat_dim} features each; constant in the reference, not seen by the discriminator: "
           f"{', '.join(np.array(AMP_FEATURE_NAMES)[~varied]) or 'none'}")
 
     def init(rng) -> RunnerState:
@@ -1198,11 +1204,12 @@ def make_train(args: Args, env: WildRobotEnv):
         env_state = v_reset(jax.random.split(k_env, args.num_envs))
         # AMP: discriminator state from a key folded off the seed, leaving PPO's splits untouched
         amp_rng, k_disc = jax.random.split(jax.random.fold_in(rng, 0xA3))
-        disc_params = disc.init(k_disc, jp.zeros(int(seen.sum())))["params"]
+        disc_params = Discriminator().init(k_disc, jp.zeros(int(seen.sum())))["params"]
         return RunnerState(params, optimizer.init(params), Normalizer.create(env.OBS_SIZE),
                            Normalizer.create(env.CRITIC_OBS_SIZE), env_state, rng, jp.int32(0),
                            disc_params, disc_optimizer.init(disc_params), Normalizer.create(feat_dim),  # AMP: + these
-                           jp.zeros((args.disc_replay_size, 2 * feat_dim)), jp.int32(0), jp.int32(0), amp_rng)
+                           jp.zeros((args.disc_replay_size, ref_pairs.shape[-1])), jp.int32(0), jp.int32(0), amp_rng,
+                           jp.zeros((args.num_envs, args.disc_history - 2, feat_dim)))  # fmt: skip
 
     def policy(params, obs_norm, obs):  # (..., O) raw -> mean, std (..., A)
         return actor.apply({"params": params["actor"]}, obs_norm(obs))
@@ -1212,7 +1219,7 @@ def make_train(args: Args, env: WildRobotEnv):
 
     def train_iteration(rs: RunnerState):
         def env_step(carry, _):
-            env_state, rng = carry
+            env_state, rng, hist = carry  # AMP: + the envs' feature history
             rng, k = jax.random.split(rng)
             mean, std = policy(rs.params, rs.obs_norm, env_state.obs)  # (N, A)
             noise = own_rows(jax.random.normal(k, (args.num_envs, env.ACTION_SIZE)))  # the same on any device count
@@ -1222,23 +1229,19 @@ def make_train(args: Args, env: WildRobotEnv):
                             value(rs.params, rs.critic_norm, env_state.critic_obs),
                             value(rs.params, rs.critic_norm, next_state.reached_critic_obs),
                             next_state.reward, next_state.done & ~next_state.truncated, next_state.done)  # fmt: skip
-            # AMP: the policy's (s, s') pair of this step, (N, 2D)
-            nq = env.mj_model.nq
-            reached = next_state.reached_qpos_qvel  # (N, nq + nv)
+            # AMP: the policy's (s, s') pair of this step, (N, 2D), after the k - 2 states before s (N, kD)
             s = jax.vmap(env.amp_observation)(env_state.data.qpos, env_state.data.qvel)
-            pair = jp.concatenate([s, jax.vmap(env.amp_observation)(reached[:, :nq], reached[:, nq:])], -1)
-            return (next_state, rng), (tr, next_state.metrics, pair)
+            s_next = jax.vmap(env.amp_observation)(*jp.split(next_state.reached_qpos_qvel, [env.mj_model.nq], -1))
+            pair, hist = push_history(hist, s, s_next, env_state.info.step == 0)
+            return (next_state, rng, hist), (tr, next_state.metrics, pair)
 
-        # AMP: the scan also returns the policy's pairs (T, N, 2D)
-        (env_state, rng), (traj, env_metrics, pol_pairs) = jax.lax.scan(env_step, (rs.env_state, rs.rng), None,
-                                                                         args.num_steps)  # fmt: skip
+        (env_state, rng, amp_hist), (traj, env_metrics, pol_pairs) = jax.lax.scan(  # AMP: + history, pairs (T, N, kD)
+            env_step, (rs.env_state, rs.rng, rs.amp_hist), None, args.num_steps)  # fmt: skip
         # AMP: style reward from the discriminator as it was before this iteration's update
         style = style_reward(disc_apply(rs.disc_params, disc_inputs(rs.amp_norm, pol_pairs)), args.disc_loss)
         task_reward = traj.reward  # (T, N)
-        if args.amp_weight > 0:  # skipped at 0, so the reward is bit-for-bit the task reward
-            traj = traj._replace(reward=args.task_weight * task_reward + args.amp_weight * CTRL_DT * style)
-        elif args.task_weight != 1.0:
-            traj = traj._replace(reward=args.task_weight * task_reward)
+        style_part = args.amp_weight * CTRL_DT * style if args.amp_weight > 0 else 0.0  # at 0: the task reward exactly
+        traj = traj._replace(reward=args.task_weight * task_reward + style_part)
         advantages, returns = compute_gae(traj.reward, traj.value, traj.next_value, traj.terminated, traj.done,
                                           args.gamma, args.gae_lambda)  # fmt: skip
         batch = dict(obs=traj.obs, critic_obs=traj.critic_obs, action=traj.action, log_prob=traj.log_prob,
@@ -1286,9 +1289,8 @@ def make_train(args: Args, env: WildRobotEnv):
         rs = rs.replace(params=params, opt_state=opt_state, obs_norm=obs_norm,
                         critic_norm=rs.critic_norm.update(traj.critic_obs, AXIS), env_state=env_state, rng=rng,
                         iteration=rs.iteration + 1)  # fmt: skip
-        # AMP: discriminator updates: reference pairs vs half current, half replayed policy pairs (each device: its own
-        # envs' pairs and replay ring, its rows of reference draws made alike everywhere; gradients averaged)
-        pol_flat = pol_pairs.reshape(batch_size, -1)  # (B, 2D)
+        # AMP: discriminator updates: reference vs half current, half replayed policy pairs (per device; grads averaged)
+        pol_flat = pol_pairs.reshape(batch_size, -1)  # (B, kD)
         amp_rng, k_norm, k_upd, k_ins = jax.random.split(rs.amp_rng, 4)
         ref_draw = lambda k: ref_pairs[own_rows(jax.random.randint(k, (args.disc_batch_size,), 0, len(ref_pairs)))]  # noqa: E731
         amp_norm = rs.amp_norm.update(jp.concatenate([pol_flat[:, :feat_dim], ref_draw(k_norm)[:, :feat_dim]]), AXIS)
@@ -1297,14 +1299,12 @@ def make_train(args: Args, env: WildRobotEnv):
         def update_disc(carry, key):
             disc_params, disc_opt = carry
             k_ref, k_cur, k_rep = jax.random.split(key, 3)
-            half = disc_batch // 2
-            ref = ref_draw(k_ref)
-            cur = pol_flat[jax.random.randint(own_key(k_cur), (disc_batch - half,), 0, batch_size)]
-            rep = rs.replay[jax.random.randint(own_key(k_rep), (half,), 0, jp.maximum(stored, 1))]
-            rep = jp.where(stored > 0, rep, cur[:half])  # an empty replay buffer: current samples only
-            pol = jp.concatenate([cur, rep])  # (disc_batch, 2D)
+            cur = pol_flat[jax.random.randint(own_key(k_cur), (disc_batch - disc_batch // 2,), 0, batch_size)]
+            rep = rs.replay[jax.random.randint(own_key(k_rep), (disc_batch // 2,), 0, jp.maximum(stored, 1))]
+            rep = jp.where(stored > 0, rep, cur[: disc_batch // 2])  # an empty replay buffer: current samples only
+            pol = jp.concatenate([cur, rep])  # (disc_batch, kD)
             (_, m), grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-                disc_params, disc_apply, disc_inputs(amp_norm, ref), disc_inputs(amp_norm, pol),
+                disc_params, disc_apply, disc_inputs(amp_norm, ref_draw(k_ref)), disc_inputs(amp_norm, pol),
                 args.disc_loss, args.disc_grad_penalty, args.disc_logit_reg, args.disc_weight_decay)  # fmt: skip
             grads, m = jax.lax.pmean((grads, m), AXIS)
             updates, disc_opt = disc_optimizer.update(grads, disc_opt)
@@ -1316,7 +1316,7 @@ def make_train(args: Args, env: WildRobotEnv):
         new = pol_flat[jax.random.permutation(own_key(k_ins), batch_size)[:n_insert]]
         replay, nxt, stored = ring_insert(rs.replay, rs.replay_next, rs.replay_stored, new)
         rs = rs.replace(disc_params=disc_params, disc_opt_state=disc_opt, amp_norm=amp_norm, replay=replay,
-                        replay_next=nxt, replay_stored=stored, amp_rng=amp_rng)  # fmt: skip
+                        replay_next=nxt, replay_stored=stored, amp_rng=amp_rng, amp_hist=amp_hist)  # fmt: skip
         metrics |= {k: v.mean() for k, v in disc_metrics.items()}
         done = traj.done.astype(jp.float32)
         total, mean = (lambda x: jax.lax.psum(x.sum(), AXIS)), (lambda x: jax.lax.pmean(x.mean(), AXIS))  # all envs

@@ -53,6 +53,39 @@ def test_reference_features_match_the_env_state_path(env):
     assert all(env.reward_scales[k] == 0 for k in amp.SHAPING_TERMS)
 
 
+def test_reference_windows_are_consecutive_frames_inside_clips(env):
+    """--disc-history k: the reference samples are k consecutive frames of one clip, never across a clip boundary."""
+    motions = load_motions(WALK_MOTIONS)
+    pairs, windows = amp.reference_pairs(env, motions), amp.reference_pairs(env, motions, 4)
+    d = pairs.shape[-1] // 2
+    assert windows.shape == (int(np.sum(motions.clip_lengths - 3)), 4 * d)
+    starts = np.concatenate([np.arange(s, s + n - 3) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    pair_rows = np.concatenate([np.arange(s, s + n - 1) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    for i in range(3):  # frames 0-2 of every window: the pair table's s of frame start + i; frame 3: s' of start + 2
+        rows = np.searchsorted(pair_rows, starts + i)
+        assert (pair_rows[rows] == starts + i).all()
+        np.testing.assert_array_equal(windows[:, i * d : (i + 1) * d], pairs[rows, :d])
+    np.testing.assert_array_equal(windows[:, 3 * d :], pairs[rows, d:])
+
+
+def test_push_history_hand_worked():
+    """k = 4 over 1-feature states: env 0 starts fresh at t = 0, env 1 runs on from an older history, then starts a
+    new episode at t = 2. k = 2 is the plain (s, s') pair."""
+    hist = jp.array([[[0.0], [0.0]], [[-2.0], [-1.0]]])  # (N = 2, k - 2 = 2, D = 1)
+    windows = []
+    for t, fresh in enumerate([[True, False], [False, False], [False, True], [False, False]]):
+        s = jp.array([[10.0 + t], [20.0 + t]])
+        window, hist = amp.push_history(hist, s, s + 0.5, jp.array(fresh))
+        windows.append(np.asarray(window))
+    np.testing.assert_array_equal(windows[0], [[10, 10, 10, 10.5], [-2, -1, 20, 20.5]])
+    np.testing.assert_array_equal(windows[1], [[10, 10, 11, 11.5], [-1, 20, 21, 21.5]])
+    np.testing.assert_array_equal(windows[2], [[10, 11, 12, 12.5], [22, 22, 22, 22.5]])  # env 1: a new episode
+    np.testing.assert_array_equal(windows[3], [[11, 12, 13, 13.5], [22, 22, 23, 23.5]])
+    window, hist = amp.push_history(jp.zeros((2, 0, 1)), jp.ones((2, 1)), 2 * jp.ones((2, 1)), jp.array([True, False]))
+    np.testing.assert_array_equal(window, [[1, 2], [1, 2]])
+    assert hist.shape == (2, 0, 1)
+
+
 def test_reference_state_initialization(env):
     motions = load_motions(WALK_MOTIONS)
     states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 256))
@@ -194,6 +227,7 @@ def test_discriminator_separates_toy_data():
 def test_verify_run_logs_amp_metrics(amp_verify_run):
     run_dir, proc = amp_verify_run
     assert "verify: checkpoint round trip ok" in proc.stdout and "reference: 11 clips" in proc.stdout
+    assert "windows of 3 frames" in proc.stdout
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     for name in ("amp/disc_loss", "amp/grad_penalty", "amp/expert_logit", "amp/policy_logit", "amp/disc_accuracy",
                  "amp/style_reward", "charts/task_reward", "charts/episodic_return", "losses/policy_loss"):
@@ -206,8 +240,10 @@ def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
     """The discriminator, its optimizer, the feature normalizer and the replay ring are leaves too; --verify's sizes
     (24 pairs written per iteration into 40 slots) wrap the ring in the resumed iteration."""
     leaves = load(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")["leaves"]
-    last = len(leaves) - 1  # RunnerState ends with replay, replay_next, replay_stored, amp_rng
-    assert int(leaves[str(last - 2)]) == 8 and int(leaves[str(last - 1)]) == 40  # next slot 48 % 40, ring full
+    last = len(leaves) - 1  # RunnerState ends with replay, replay_next, replay_stored, amp_rng, amp_hist
+    assert int(leaves[str(last - 3)]) == 8 and int(leaves[str(last - 2)]) == 40  # next slot 48 % 40, ring full
+    assert leaves[str(last - 4)].shape == (40, 3 * 41)  # the ring holds windows of --disc-history 3 frames
+    assert leaves[str(last)].shape == (4, 1, 41) and np.abs(leaves[str(last)]).max() > 0.1  # each env's last state
     assert_resume_matches("ppo_amp_mjx.py", amp_verify_run[0], tmp_path)
 
 
@@ -293,7 +329,9 @@ def test_bad_flags_one_line(tmp_path, monkeypatch, capsys):
                           (["--amp-weight", "-1"], "error: --amp-weight, --task-weight and --waist-weight must be >= 0"),
                           (["--waist-weight", "-2"], "got 5.0, 1.0 and -2.0"),
                           (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
-                          (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]")]:  # fmt: skip
+                          (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]"),
+                          (["--disc-history", "1"], "--disc-history >= 2, got 0.5, 0.005 and 1"),
+                          (["--disc-history", "900"], "error: --disc-history 900: longer than the longest clip")]:
         with pytest.raises(SystemExit) as e:  # in-process: what parse_args stops with
             amp.parse_args(argv)
         err = capsys.readouterr().err.strip()
