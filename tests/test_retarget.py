@@ -42,18 +42,18 @@ def test_contact_phases_alternate_like_a_walk(take):
 
 
 def test_clips_are_feasible_and_keep_the_style(take):
-    """The issue's bars on every clip of every shipped take (style: below the bar, see the comment)."""
+    """The issue's bars on every clip of every shipped take."""
     path, clips = take
     assert clips
     for c in clips:
         q = c["quality"]
         assert q["zmp_inside"] >= 95.0, (c["name"], q["zmp_inside"])
         assert q["slide"] < 0.03 and q["penetration"] < 0.002 and q["limit_margin"] >= 0.0, q
-        assert q["flight"] == 0 and q["clearance"] > 0.01, q
+        assert q["flight"] == 0 and q["clearance"] > 0.025, q  # the swing floor (2.9-3.1 cm; 2.0 cm without it)
         assert (c["playback"]["fell_at"] or c["playback"]["seconds"]) >= 5.0, c["playback"]  # open loop, no balance
         assert 0.05 < c["command"][0] <= 0.3, c["command"]
-        # style: 0.73 and 0.81 measured (docs/motions.md); the issue's bar is 0.8 on every take: a regression guard
-        assert c["style"] >= 0.7, (c["name"], c["style"])
+        # style: 0.81 and 0.88 measured (docs/motions.md), the issue's bar is 0.8
+        assert c["style"] >= 0.8, (c["name"], c["style"])
 
 
 def test_dynamic_similarity(take):

@@ -40,7 +40,8 @@ STYLE_JOINTS = ("left_hip_pitch", "left_knee", "left_ankle_pitch", "right_hip_pi
 @dataclass(frozen=True)
 class RetargetParams:
     human_leg: float = 0.85  # m, the subject's hip-to-ankle length (BVH units are not metres; an adult's default)
-    max_step: float = 0.06  # m, longest step relative to the stance foot (open-loop playback stays up at this length)
+    max_step: float = 0.08  # m, longest step relative to the stance foot: the longer the step, the more the robot's
+    # hip follows its leg rather than its knee (style); with plan_segment's swing floor playback stays up to 0.085 m
     contact_height: float = 0.015  # m (robot scale): a heel or toe this close to its floor level may be down ...
     contact_speed: float = 0.25  # m/s (robot scale, robot time): ... if it also moves slower than this
     standing_gap: float = 1.0  # s (human): no lift-off for this long ends a walking segment
@@ -125,9 +126,10 @@ def plan_segment(seg, pos, kp, scale: float, fps: float, p: RetargetParams, g: G
     """The robot's plan (utils.gait.solve_clip's input) for one walking segment, plus the clip's time map."""
     time_scale = np.sqrt(ROBOT_LEG / p.human_leg)  # robot seconds per human second
     feet_h = foot_poses(pos, kp, scale)
-    # the swing height: the middle of the human foot (mean of heel and toe above their floor levels), the point a flat
-    # sole's centre follows (the toe alone dips to ~1 cm at mid-swing while the heel is high)
-    low = np.stack([sum(above_floor(pos[:, kp[j][k], 2], fps) for j in ("ankle", "toe")) / 2
+    # the swing height: the lower of heel and toe above their floor levels, the clearance of a flat sole. Any other
+    # point of the foot rises as the heel lifts before toe-off and as the toes lift before heel strike; the mean of
+    # heel and toe kept the robot's knee bent up to the landing, where the human's straightens
+    low = np.stack([np.minimum(*(above_floor(pos[:, kp[j][k], 2], fps) for j in ("ankle", "toe")))
                     for k in range(2)], axis=1) * scale  # (T, 2)  # fmt: skip
     if len(seg) % 2:
         seg = seg[:-1]  # an even number of steps: the repeated cycle keeps the feet alternating
@@ -150,8 +152,11 @@ def plan_segment(seg, pos, kp, scale: float, fps: float, p: RetargetParams, g: G
         progress = np.maximum.accumulate(path @ span / max(span @ span, 1e-9))
         progress = (progress - progress[0]) / max(progress[-1] - progress[0], 1e-9)  # from the lift-off to the landing
         lift = np.clip(low[a : b + 1, k] - np.linspace(low[a, k], low[b, k], b - a + 1), 0.0, None)
-        # one rise and one fall: the dip between the heel's and the toe's highs is filled (a flat sole would touch down)
+        # one rise and one fall: a dip in mid-swing is filled
         lift = np.minimum(np.maximum.accumulate(lift), np.maximum.accumulate(lift[::-1])[::-1])
+        # at least the walking-pattern generator's swing (sin^2, g.clearance apex): with the lower of heel and toe
+        # alone, open-loop playback fell after 3-5 s
+        lift = np.maximum(lift, g.clearance * np.sin(np.linspace(0.0, np.pi, len(lift))) ** 2)
         # a flat sole cannot roll off its toe or onto its heel: it moves sideways only while clear of the floor, so
         # the human's progress is squeezed into the part of the swing that is at least 4 mm up
         up = np.flatnonzero(lift > 0.004)
