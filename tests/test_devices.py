@@ -87,8 +87,9 @@ def test_verify_and_resume_across_device_counts(multi_device):
     size = lambda c: sum(np.asarray(x).nbytes for x in c["leaves"].values())  # noqa: E731
     assert len(lean["leaves"]) < len(full["leaves"]) and size(lean) < size(full)  # 4 envs here: 74 kB of 2.2 MB
     if name == "ppo_amp_mjx":  # 4 -> 2 devices: the per-device replay rings start empty, then take 24 / 2 pairs each
-        n = len(full["leaves"])  # the last leaves: replay, its next slot, its filled count, the AMP RNG
-        assert int(full["leaves"][str(n - 2)]) == 6 and int(lean["leaves"][str(n - 2)]) == 12
+        n = len(full["leaves"])  # the last leaves: replay, its next slot, its filled count, the AMP RNG, the history
+        assert int(full["leaves"][str(n - 3)]) == 6 and int(lean["leaves"][str(n - 3)]) == 12
+        assert str(n - 1) not in lean["leaves"]  # the envs' feature history goes with the envs' state
 
 
 def test_num_envs_must_split_over_devices(multi_device):
