@@ -1,10 +1,13 @@
 """utils.compare_gaits: the touchdown counter, the reference's step frequency, the style distance, the CLI.
 
-One compiled MJX rollout in all (the end-to-end run on the shipped policy); the rest is numpy on the reference clips."""
+Two compiled MJX rollouts in all (the end-to-end run on the shipped policy; one more to check that policies share
+it); the rest is numpy on the reference clips."""
 
 import json
+from dataclasses import replace
 
 import imageio.v3 as iio
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +15,9 @@ import pytest
 from conftest import ROOT
 from test_tools import error_line, run_module
 from utils import compare_gaits as cg
+from utils import evaluate
+from utils.checkpoint import load_policy
+from utils.evaluate import rollout_mjx
 from utils.gait import GaitParams
 from utils.motions import load_motions
 from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
@@ -148,3 +154,23 @@ def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference, capsys):
     image = iio.imread(out)
     assert image.ndim == 3 and image.shape[0] > 500 and image.std() > 10
     assert not list(tmp_path.rglob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_policies_of_one_shape_share_the_compiled_rollout(motions, capsys, monkeypatch):
+    """The weights are an input of the compiled MJX rollout: a second policy of the same shape reuses the compile and
+    rolls out exactly what a compile of its own gives (the CLI test's shapes: the first rollout reuses its compile)."""
+    shipped = load_policy(SHIPPED_POLICY)
+    other = replace(shipped, actor_params=jax.tree.map(lambda w: 1.1 * np.asarray(w), shipped.actor_params))
+    cmds = np.array([motions.clip_commands[motions.clip_names.index(n)] for n in ("stand", "forward_0.3")], np.float32)
+    first = rollout_mjx(shipped, cmds, None, 150)
+    compiled = dict(evaluate._ROLLOUTS)
+    capsys.readouterr()
+    shared = rollout_mjx(other, cmds, None, 150)
+    assert evaluate._ROLLOUTS == compiled and "compiling" not in capsys.readouterr().out  # no second compile
+    assert not np.allclose(shared["qpos"], first["qpos"])  # the other weights were used ...
+    monkeypatch.setattr(evaluate, "_ROLLOUTS", {})
+    own = rollout_mjx(other, cmds, None, 150)  # ... exactly as if compiled in
+    assert "compiling" in capsys.readouterr().out
+    for k in ("qpos", "qvel", "contact", "valid"):
+        np.testing.assert_array_equal(shared[k], own[k])

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -125,6 +126,7 @@ def push_directions(episodes: int, pushes: int, random: bool, rng: np.random.Gen
 # MJX: all commands × episodes in one vmapped scan
 # ---------------------------------------------------------------------------------------------------------------------
 _ENVS = {}  # one WildRobotEnv per settings and process: building one costs seconds (MJX forward of `home`)
+_ROLLOUTS = {}  # compiled rollouts by settings and shapes: weights are an input, so one run's checkpoints share one
 
 
 def make_env(policy, seconds: float, scene: str | None = None):
@@ -139,37 +141,46 @@ def rollout_mjx(policy, commands: np.ndarray, pushes: np.ndarray | None, steps: 
     """E = len(commands) envs for `steps` control steps. Returns traces [E, T, ...] (TRACE; `qpos` [E, T, 18] and
     `qvel` [E, T, 17] in full), `valid` [E, T] (steps before a fall), `fell` [E], `start` [E, 3], and `final`: the
     batched EnvState after the last step (numpy).
-    `pushes` [T, E, 3] (or None) is the force on the pelvis at each step (`push_table`)."""
+    `pushes` [T, E, 3] (or None) is the force on the pelvis at each step (`push_table`). The policy's weights and the
+    commands are inputs of the compiled rollout: a second policy of the same shape and settings reuses the compile."""
     env = make_env(policy, steps * policy.module.CTRL_DT, scene)
     pelvis = int(env.mj_model.jnt_bodyid[0])
     cmds = jnp.asarray(commands, jnp.float32)
     pushes = jnp.zeros((steps, len(commands), 3)) if pushes is None else jnp.asarray(pushes, jnp.float32)
+    weights = jax.tree.map(jnp.asarray, (policy.actor_params, policy.obs_mean, policy.obs_var))
     lin = slice(env.linvel_adr, env.linvel_adr + 3)
     command = policy.module.obs_slices(policy.module.OBS_LAYOUT)["command"]  # where the command sits in the obs
 
-    def one_step(state, force):  # force (E, 3)
-        # the fixed command replaces the env's (re)sampled one, in the obs and in the state the step reads
-        state = state.replace(obs=state.obs.at[:, command].set(cmds), info=state.info.replace(command=cmds))
-        xfrc = state.data.xfrc_applied.at[:, pelvis, :3].set(force)  # (E, nbody, 6)
-        state = state.replace(data=state.data.replace(xfrc_applied=xfrc))
-        nxt = jax.vmap(env.step)(state, policy.act(state.obs))
-        d = nxt.data  # after a fall this is already the next episode: masked out by `valid`
-        out = dict(pos=d.qpos[:, :3], linvel=d.sensordata[:, lin], yaw_rate=d.qvel[:, 5], torque=d.actuator_force,
-                   joint_vel=d.qvel[:, 6:], foot_z=jax.vmap(env.feet_height)(d, nxt.info.rand),
-                   contact=jax.vmap(env.feet_contact)(d), qpos=d.qpos, qvel=d.qvel,
-                   fell=nxt.done & ~nxt.truncated)  # fmt: skip
-        return nxt, out
+    def rollout(weights, cmds, rng, pushes):
+        params, mean, var = weights
+        act = replace(policy, actor_params=params, obs_mean=mean, obs_var=var).act  # this policy's net, these weights
 
-    def rollout(rng, pushes):
+        def one_step(state, force):  # force (E, 3)
+            # the fixed command replaces the env's (re)sampled one, in the obs and in the state the step reads
+            state = state.replace(obs=state.obs.at[:, command].set(cmds), info=state.info.replace(command=cmds))
+            xfrc = state.data.xfrc_applied.at[:, pelvis, :3].set(force)  # (E, nbody, 6)
+            state = state.replace(data=state.data.replace(xfrc_applied=xfrc))
+            nxt = jax.vmap(env.step)(state, act(state.obs))
+            d = nxt.data  # after a fall this is already the next episode: masked out by `valid`
+            out = dict(pos=d.qpos[:, :3], linvel=d.sensordata[:, lin], yaw_rate=d.qvel[:, 5], torque=d.actuator_force,
+                       joint_vel=d.qvel[:, 6:], foot_z=jax.vmap(env.feet_height)(d, nxt.info.rand),
+                       contact=jax.vmap(env.feet_contact)(d), qpos=d.qpos, qvel=d.qvel,
+                       fell=nxt.done & ~nxt.truncated)  # fmt: skip
+            return nxt, out
+
         state = jax.vmap(env.reset)(jax.random.split(rng, len(commands)))
         final, out = jax.lax.scan(one_step, state, pushes)
         return state.data.qpos[:, :3], final, out
 
+    inputs = (weights, cmds, jax.random.PRNGKey(seed), pushes)
+    shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), inputs)
+    key = (repr(env.args), policy.module.__name__, policy.meta["action_size"], policy.args.min_std, repr(shapes))
     t0 = time.perf_counter()
-    print(f"mjx: compiling the rollout ({len(commands)} envs × {steps} steps) ...", flush=True)
-    compiled = jax.jit(rollout).lower(jax.random.PRNGKey(seed), pushes).compile()
+    if key not in _ROLLOUTS:
+        print(f"mjx: compiling the rollout ({len(commands)} envs × {steps} steps) ...", flush=True)
+        _ROLLOUTS[key] = jax.jit(rollout).lower(*inputs).compile()
     t1 = time.perf_counter()
-    start, final, out = jax.device_get(compiled(jax.random.PRNGKey(seed), pushes))
+    start, final, out = jax.device_get(_ROLLOUTS[key](*inputs))
     print(f"mjx: compiled in {t1 - t0:.1f} s, ran in {time.perf_counter() - t1:.1f} s", flush=True)
     out = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out.items()}  # [T, E, ...] -> [E, T, ...]
     fell_at = out.pop("fell")
