@@ -159,8 +159,8 @@ class Args:
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
-    gait_shaping: bool = False
-    """keep the gait-shaping task terms (SHAPING_TERMS); by default the style reward replaces them"""
+    shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "stand_still"], ...] = ()
+    """gait-shaping task terms (SHAPING_TERMS) kept with a style reward; it replaces the others (all: ppo_mjx.py's)"""
     waist_weight: float = 20.0
     """waist yaw's `pose` weight with a style reward (ppo_mjx.py: 1.0): clips with a still waist hide it (1 if not)"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
@@ -449,9 +449,9 @@ class WildRobotEnv:
     def __init__(self, args: Args):
         self.args = args
         self.reward_scales = REWARD_SCALES
-        # AMP: the style reward takes over the gait-shaping terms unless --gait-shaping keeps them
-        if args.amp_weight > 0 and not args.gait_shaping:
-            self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS}
+        # AMP: the style reward takes over the gait-shaping terms that --shaping-terms does not keep
+        if args.amp_weight > 0:
+            self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in args.shaping_terms}
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         device = jax.local_devices()[0]  # this process's (MJX's default is jax.devices()[0], another host's)

@@ -121,8 +121,13 @@ def test_reference_state_initialization(env):
         np.testing.assert_allclose(data.sensordata[:, adr : adr + 3], fresh.sensordata[:, adr : adr + 3], atol=2e-4)
 
 
-def test_gait_shaping_flag_keeps_the_task_terms():
-    for args in (amp.Args(gait_shaping=True), amp.Args(amp_weight=0.0)):
+def test_shaping_terms_flag_keeps_the_named_task_terms():
+    """--shaping-terms keeps the named gait-shaping terms at ppo_mjx.py's scale and only those; all three, or no style
+    reward, is ppo_mjx.py's task."""
+    swing = amp.WildRobotEnv(amp.Args(shaping_terms=("feet_phase",))).reward_scales
+    assert {k for k, v in swing.items() if v != amp.REWARD_SCALES[k]} == {"feet_air_time", "stand_still"}
+    assert swing["feet_phase"] == amp.REWARD_SCALES["feet_phase"] > 0
+    for args in (amp.Args(shaping_terms=amp.SHAPING_TERMS), amp.Args(amp_weight=0.0)):
         assert amp.WildRobotEnv(args).reward_scales == amp.REWARD_SCALES
 
 
