@@ -83,17 +83,41 @@ def test_touchdown_counter_on_a_synthetic_gait():
     assert cg.touchdowns(np.array([[0, 1], [0, 1], [0, 1], [1, 1]], bool)).tolist() == [3]
 
 
-def test_reference_step_frequency_matches_the_generator(reference, motions):
-    """The foot-site contact of the kinematic clips gives the generator's step time: 0.4 s, shorter at speed."""
+def test_reference_step_frequency_stride_and_clearance_match_the_generator(reference, motions):
+    """The foot-site contact of the kinematic clips gives the generator's step time: 0.4 s, shorter at speed; each
+    swing carries the foot two steps of |v| · step time, and lifts the sole to about the generator's apex."""
     _, ref = reference
     p = GaitParams()
-    assert ref["step_freq"]["stand"] == 0.0
-    for name, (vx, _, _) in zip(motions.clip_names, motions.clip_commands):
+    assert ref["step_freq"]["stand"] == 0.0 and ref["clearance"]["stand"] is None is ref["stride"]["stand"]
+    for name, (vx, vy, _) in zip(motions.clip_names, motions.clip_commands):
         if name == "stand":
             continue
         step_time = np.clip(p.max_step / max(abs(vx), 1e-9), p.min_step_time, p.step_time)  # as utils.gait.plan
         assert 1.5 < ref["step_freq"][name] < 4.0, name
         assert ref["step_freq"][name] == pytest.approx(1 / step_time, abs=0.05), name
+        if "turn" not in name:  # turning in place: the feet pivot, 2.6 cm
+            assert ref["stride"][name] == pytest.approx(2 * np.hypot(vx, vy) * step_time, abs=0.005), name
+        assert p.clearance - 0.006 < ref["clearance"][name] < p.clearance + 0.001, name
+
+
+def test_swing_measures_on_a_synthetic_swing():
+    """Two swings of the left foot: a 3 cm and a 5 cm apex, 0.2 m and 0.1 m forward; a swing already in the air at
+    the window's start and one not landed by its end are left out; a 1-frame blip is not a swing."""
+    n = 60
+    contact, sole_z, feet = np.ones((n, 2), bool), np.zeros((n, 2)), np.zeros((n, 2, 3))
+    contact[:4, 0] = False  # in the air from the start: left out
+    sole_z[:4, 0] = 0.09
+    for (a, b), apex, dx in (((10, 20), 0.03, 0.2), ((30, 40), 0.05, 0.1)):
+        contact[a:b, 0] = False
+        sole_z[a:b, 0] = apex * np.sin(np.linspace(0, np.pi, b - a + 2)[1:-1])
+        feet[a:, 0, 0] += dx * np.minimum(1.0, (np.arange(a, n) - a + 1) / (b - a))  # lands at frame b
+    contact[45, 1] = False  # a blip of the right foot
+    contact[55:, 0] = False  # lifts off, never lands: left out
+    sole_z[55:, 0] = 0.2
+    clearance, stride = cg.swing_measures([dict(contact=contact, sole_z=sole_z, feet=feet)])
+    assert clearance == pytest.approx((0.03 * np.sin(5 * np.pi / 11) + 0.05 * np.sin(5 * np.pi / 11)) / 2)
+    assert stride == pytest.approx(0.15)
+    assert cg.swing_measures([dict(contact=np.ones((n, 2), bool), sole_z=sole_z, feet=feet)]) == (None, None)
 
 
 def test_reference_against_itself_and_a_shifted_copy(reference):
@@ -144,9 +168,12 @@ def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference, capsys):
     report = json.loads(js.read_text())
     assert report["feature_names"] == list(cg.FEATURE_NAMES)
     assert report["reference"]["step_freq"] == {"stand": 0.0, "forward_0.3": pytest.approx(2.5)}
+    assert report["reference"]["stride"] == {"stand": None, "forward_0.3": pytest.approx(0.24, abs=0.01)}  # start-up
+    assert "clearance cm" in printed and "stride cm" in printed
     pol = report["policies"]["ppo_walk_h100"]
     assert pol["falls"] == {"stand": 0, "forward_0.3": 0, "overall": 0} and pol["episodes"] == 2
     assert pol["step_freq"]["stand"] < 1.0 and 1.5 < pol["step_freq"]["forward_0.3"] < 4.0  # it stands, it walks
+    assert 0.01 < pol["clearance"]["forward_0.3"] < 0.1 and 0.05 < pol["stride"]["forward_0.3"] < 0.5
     assert 0.0 < pol["style_distance"] < 5.0 and len(pol["style_top"]) == 5
     assert set(pol["style_top"]) <= set(cg.FEATURE_NAMES) and min(pol["style_top"].values()) > 0
     assert set(pol["joints"]) == {"stand", "forward_0.3", "overall"}

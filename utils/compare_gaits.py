@@ -19,6 +19,9 @@ Per command and pooled over all commands, for the reference and each policy:
                  between the policy's and the reference's samples over the reference's std (at least STD_FLOOR: the
                  clips keep the pelvis level and the waist still), averaged over features (0 = the same
                  distributions; 1 ≈ shifted by one reference std); the 5 features that differ most are named
+    clearance    per command, the mean apex of the sole's lowest corner over each swing (lift-off and landing inside
+                 the window, the contact rule above); stride: the foot's horizontal travel per swing (twice the step
+                 length of a steady walk)
     range_diff   per joint |(p95 − p5) of the policy − (p95 − p5) of the reference|, pooled; `mean` over joints (rad)
 
 With several policies the JSON also holds their pairwise style distances (scaled by the reference's std).
@@ -42,7 +45,7 @@ from utils.benchmark import write_atomic
 from utils.checkpoint import CheckpointError, load_policy
 from utils.cli import RUNS, add_seed, fail
 from utils.evaluate import rollout_mjx
-from utils.kinematics import CONTACT_Z, feet_kinematics, sole_contact
+from utils.kinematics import CONTACT_Z, feet_kinematics, sole_contact, swings
 from utils.motions import MotionFileError, load_motions
 from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
 
@@ -69,13 +72,7 @@ def num(x) -> float | None:
 def touchdowns(contact: np.ndarray, min_air: int = MIN_AIR) -> np.ndarray:
     """Frames [k] (sorted, both feet) at which a foot lands after ≥ min_air frames in the air; contact [n, 2] bool.
     A foot already in the air at frame 0 counts as airborne since frame 0."""
-    frames = []
-    for c in np.asarray(contact, bool).T:
-        land = np.nonzero(~c[:-1] & c[1:])[0] + 1
-        lift = np.nonzero(c[:-1] & ~c[1:])[0] + 1  # first frame in the air
-        airborne_since = np.concatenate([[0], lift])[np.searchsorted(lift, land)]  # the last lift before each landing
-        frames.append(land[land - airborne_since >= min_air])
-    return np.sort(np.concatenate(frames))
+    return np.sort(np.array([land for _, _, land in swings(contact, min_air)], int))
 
 
 def step_frequency(contacts: list[np.ndarray], dt: float) -> float:
@@ -90,6 +87,19 @@ def step_frequency(contacts: list[np.ndarray], dt: float) -> float:
         else:
             steps, seconds = steps + len(t), seconds + len(contact) * dt
     return steps / seconds if seconds > 0 else math.nan
+
+
+def swing_measures(windows: list[dict]) -> tuple[float | None, float | None]:
+    """(clearance, stride) in m over the swings of ≥ MIN_AIR frames that lift off and land inside a window: the mean
+    apex of the sole's lowest corner, and the mean horizontal travel of the foot from its last frame on the floor to
+    its landing (a step's length is half a stride in a steady walk); None without such swings."""
+    apex, travel = [], []
+    for w in windows:
+        for k, a, b in swings(w["contact"], MIN_AIR):
+            if a > 0:
+                apex.append(w["sole_z"][a:b, k].max())
+                travel.append(np.linalg.norm(w["feet"][b, k, :2] - w["feet"][a - 1, k, :2]))
+    return (num(np.mean(apex)), num(np.mean(travel))) if apex else (None, None)
 
 
 def joint_stats(q: np.ndarray) -> dict | None:
@@ -117,8 +127,11 @@ def measure(windows: dict[str, list[dict]], dt: float) -> dict:
     feats = amp_features(*(jnp.asarray(pooled[k], jnp.float32) for k in ("qpos", "qvel", "feet")))
     joints = {name: joint_stats(np.concatenate([w["qpos"][:, 7:] for w in ws]) if ws else np.zeros((0, 11)))
               for name, ws in windows.items()}  # fmt: skip
+    swing = {name: swing_measures(ws) for name, ws in windows.items()}
     return dict(joints=joints | {"overall": joint_stats(pooled["qpos"][:, 7:])}, features=np.asarray(feats),
                 step_freq={name: num(step_frequency([w["contact"] for w in ws], dt)) for name, ws in windows.items()},
+                clearance={name: c for name, (c, _) in swing.items()},
+                stride={name: t for name, (_, t) in swing.items()},
                 samples=pooled["qpos"][:, 7:])  # fmt: skip
 
 
@@ -136,10 +149,10 @@ def reference_windows(motions, names: list[str], skip: float, model: mujoco.MjMo
 
 
 def window(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray) -> dict:
-    """One window's states, feet (n, 2, 3) and contact (n, 2) by the kinematic contact rule
+    """One window's states, feet (n, 2, 3), the soles' lowest corner (n, 2) and contact (n, 2) by the kinematic rule
     (`utils.kinematics.sole_contact`), the same for the reference clips and the policies' rollouts."""
     feet, corners = feet_kinematics(model, qpos)
-    return dict(qpos=qpos, qvel=qvel, feet=feet, contact=sole_contact(corners))
+    return dict(qpos=qpos, qvel=qvel, feet=feet, contact=sole_contact(corners), sole_z=corners[..., 2].min(axis=-1))
 
 
 def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model) -> tuple[dict, dict]:
@@ -163,12 +176,16 @@ def policy_windows(policy, motions, names, episodes, seconds, skip, seed, model)
 def print_tables(report: dict, names: list[str]):
     ref, pols = report["reference"], report["policies"]
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-    header = f"{'steps/s':16s} {'reference':>10s} " + " ".join(f"{lab[:18]:>18s} {'falls':>5s}" for lab in pols)
-    print(header + "\n" + "-" * len(header))
-    for n in names:
-        cells = " ".join(f"{fmt(p['step_freq'][n]):>18s} {p['falls'][n]:>5d}" for p in pols.values())
-        print(f"{n:16s} {fmt(ref['step_freq'][n]):>10s} {cells}")
-    print(f"\n{'policy':20s} {'falls':>7s} {'style':>6s} {'|Δrange| rad':>13s}  most different features (W1 / std)")
+    tables = ("step_freq", "steps/s", 1), ("clearance", "clearance cm", 100), ("stride", "stride cm", 100)
+    for key, title, unit in tables:
+        cell = lambda x: "-" if x is None else f"{unit * x:.2f}"  # noqa: E731
+        header = f"{title:16s} {'reference':>10s} " + " ".join(f"{lab[:18]:>18s} {'falls':>5s}" for lab in pols)
+        print(header + "\n" + "-" * len(header))
+        for n in names:
+            cells = " ".join(f"{cell(p[key][n]):>18s} {p['falls'][n]:>5d}" for p in pols.values())
+            print(f"{n:16s} {cell(ref[key][n]):>10s} {cells}")
+        print()
+    print(f"{'policy':20s} {'falls':>7s} {'style':>6s} {'|Δrange| rad':>13s}  most different features (W1 / std)")
     for lab, p in pols.items():
         top = ", ".join(f"{k} {v:.2f}" for k, v in p["style_top"].items())
         falls = f"{p['falls']['overall']}/{p['episodes']}"
@@ -267,7 +284,8 @@ def main(argv=None) -> dict:
     report = dict(settings=dict(motion_file=str(args.motion_file), clips=names, episodes=args.episodes,
                                 seconds=args.seconds, skip=args.skip, seed=args.seed, contact_z_m=CONTACT_Z,
                                 min_air_frames=MIN_AIR, std_floor=dict(zip(FEATURE_NAMES, STD_FLOOR.tolist()))),
-                  feature_names=list(FEATURE_NAMES), reference=dict(step_freq=ref["step_freq"], joints=ref["joints"]),
+                  feature_names=list(FEATURE_NAMES),
+                  reference={k: ref[k] for k in ("step_freq", "clearance", "stride", "joints")},
                   policies={})  # fmt: skip
     measured = {}
     for label, policy in zip(labels, policies):
@@ -286,7 +304,8 @@ def main(argv=None) -> dict:
             episodes=len(names) * args.episodes, falls=falls | {"overall": sum(falls.values())},
             style_distance=dist, style_top={FEATURE_NAMES[i]: float(per_feature[i]) for i in top},
             style_per_feature=dict(zip(FEATURE_NAMES, per_feature.tolist())),
-            step_freq=m["step_freq"], range_diff=diff | {"mean": float(np.mean(list(diff.values())))},
+            step_freq=m["step_freq"], clearance=m["clearance"], stride=m["stride"],
+            range_diff=diff | {"mean": float(np.mean(list(diff.values())))},
             joints=m["joints"],
         )  # fmt: skip
     if len(labels) > 1:

@@ -50,6 +50,7 @@ import numpy as np
 
 from utils.checkpoint import ROOT, load_policy_or_exit
 from utils.cli import add_seed, command_name, fail, parse_command
+from utils.kinematics import swings
 from utils.robot import SCENE_BUMPY, SCENE_ROUGH
 
 DEFAULT_COMMANDS = ("stand", "forward_0.3", "forward_0.5", "backward_0.2", "left_0.15", "turn_left_0.5")
@@ -343,16 +344,8 @@ def episode_metrics(tr: dict, command: np.ndarray, dt: float, windows: list) -> 
     out["power_w"] = float(np.abs(torque * joint_vel).sum(-1).mean())
     contact, foot_z = tr["contact"][v].astype(bool), tr["foot_z"][v]
     out["flight_pct"] = float(100.0 * (~contact).all(-1).mean())
-    peaks, air = [], []
-    for f in range(2):
-        air.append(float((~contact[:, f]).sum()) * dt)
-        swing_start = None
-        for t in range(1, n):
-            if contact[t - 1, f] and not contact[t, f]:
-                swing_start = t
-            elif swing_start is not None and contact[t, f] and not contact[t - 1, f]:
-                peaks.append(foot_z[swing_start:t, f].max())
-                swing_start = None
+    peaks = [foot_z[a:b, f].max() for f, a, b in swings(contact) if a > 0]  # swings that lift off in the window
+    air = [float((~contact[:, f]).sum()) * dt for f in range(2)]
     out["clearance_m"] = float(np.mean(peaks)) if peaks else math.nan
     out["step_symmetry"] = 1.0 - abs(air[0] - air[1]) / (air[0] + air[1]) if sum(air) > 0 else math.nan
     return out

@@ -120,6 +120,18 @@ def sole_contact(corners: np.ndarray) -> np.ndarray:
     return corners[..., 2].min(axis=-1) < CONTACT_Z
 
 
+def swings(contact: np.ndarray, min_air: int = 1) -> list[tuple[int, int, int]]:
+    """(foot, first frame in the air, landing frame) of each swing that ends in a landing after >= min_air frames in
+    the air; contact (n, 2) bool. A foot already in the air at frame 0 counts as airborne since frame 0."""
+    out = []
+    for k, c in enumerate(np.asarray(contact, bool).T):
+        land = np.nonzero(~c[:-1] & c[1:])[0] + 1
+        lift = np.nonzero(c[:-1] & ~c[1:])[0] + 1  # first frame in the air
+        since = np.concatenate([[0], lift])[np.searchsorted(lift, land)]  # the last lift before each landing
+        out += [(k, int(a), int(b)) for a, b in zip(since, land) if b - a >= min_air]
+    return out
+
+
 def _cross(o, a, b) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
