@@ -247,6 +247,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
         ignore = ("batch_size", "minibatch_size", "config", "resume", "verify", "num_devices", "coordinator_address",
                   "num_processes", "process_id")  # derived, or about this invocation and machine
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # sequences are tuples here
         default = replace(default, **{k: v for k, v in values.items() if k not in ignore})
     args = tyro.cli(Args, default=default, args=argv)
     if any(a.startswith("--total-timesteps") for a in argv) and not any(a.startswith("--num-iterations") for a in argv):
@@ -813,7 +814,8 @@ def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_s
     state = multihost_utils.process_allgather(runner_state, tiled=True)
     if jax.process_index() != 0:
         return state
-    meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=asdict(args), global_step=global_step,
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(args).items()}  # msgpack: no tuples
+    meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=settings, global_step=global_step,
                 iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=list(JOINT_NAMES),
                 critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE,
                 env_state=args.checkpoint_env_state)  # fmt: skip

@@ -250,6 +250,8 @@ def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
     assert leaves[str(last - 4)].shape == (40, 3 * 41)  # the ring holds windows of --disc-history 3 frames
     assert leaves[str(last)].shape == (4, 1, 41) and np.abs(leaves[str(last)]).max() > 0.1  # each env's last state
     assert_resume_matches("ppo_amp_mjx.py", amp_verify_run[0], tmp_path)
+    resumed = amp.parse_args(["--resume", str(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")])
+    assert resumed.shaping_terms == ("feet_phase",)  # a tuple setting comes back a tuple (msgpack stores a list)
 
 
 def test_ring_insert_wraps_and_saturates():
