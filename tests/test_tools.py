@@ -232,6 +232,7 @@ def test_amp_checkpoint_loads_and_exports(amp_verify_run, tmp_path):
     run_dir, _ = amp_verify_run
     policy = load_policy(run_dir)
     assert policy.meta["algo"] == "amp" and policy.module.__name__ == "ppo_amp_mjx"
+    assert policy.args.shaping_terms == ("feet_phase",)  # the fixture's tuple setting, a tuple again
     result = export_onnx.main([str(run_dir), "--out", str(tmp_path / "amp.onnx"), "--latency-runs", "10"])
     assert result["max_abs_diff"] < 1e-5
     runner = evaluate.MujocoRunner(policy)

@@ -145,7 +145,8 @@ def load_policy(path: str | Path) -> Policy:
         raise CheckpointError(f"{file}: another robot: joints {', '.join(joints)} differ from the WildRobot's")
 
     known = {f.name for f in fields(module.Args)}
-    args = module.Args(**{k: v for k, v in meta["args"].items() if k in known})
+    # sequences were stored as lists (msgpack has no tuples): tuples again, as the training file's parse_args reads them
+    args = module.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["args"].items() if k in known})
     actor = jax.tree.map(lambda x: np.asarray(x, np.float32), actor)
     return Policy(file, meta, args, module, actor, mean, var)
 

@@ -175,7 +175,7 @@ def rollout_mjx(policy, commands: np.ndarray, pushes: np.ndarray | None, steps: 
 
     inputs = (weights, cmds, jax.random.PRNGKey(seed), pushes)
     shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), inputs)
-    key = (repr(env.args), policy.module.__name__, policy.meta["action_size"], policy.args.min_std, repr(shapes))
+    key = (repr(env.args), policy.module.__name__, repr(shapes))  # the env's settings hold the actor's (min_std)
     t0 = time.perf_counter()
     if key not in _ROLLOUTS:
         print(f"mjx: compiling the rollout ({len(commands)} envs × {steps} steps) ...", flush=True)
