@@ -7,15 +7,15 @@ import jax.numpy as jp
 import numpy as np
 import pytest
 
-from ppo_mjx import CRITIC_LAYOUT, OBS_LAYOUT, REWARD_SCALES, Args, WildRobotEnv, obs_slices
+from ppo_mjx import CRITIC_LAYOUT, CTRL_DT, OBS_LAYOUT, REWARD_SCALES, Args, WildRobotEnv, gait_frequency, obs_slices
 
 N = 3  # envs
 
 
 @pytest.fixture(scope="module")
 def env():
-    # a 6-step time limit, so a short test sees truncations; everything else is the default env
-    env = WildRobotEnv(replace(Args(), episode_seconds=0.12))
+    # a 6-step time limit, so a short test sees truncations; the clock at the commanded cadence; else the default env
+    env = WildRobotEnv(replace(Args(), episode_seconds=0.12, gait_clock="command"))
     env.v_reset = jax.jit(jax.vmap(env.reset))
     env.v_step = jax.jit(jax.vmap(env.step))
     return env
@@ -109,3 +109,16 @@ def test_observations_follow_the_layout(env):
     np.testing.assert_allclose(clean[:, at["joint_pos"]], state.data.qpos[:, 7:] - env.default_pose, atol=1e-6)
     np.testing.assert_allclose(state.critic_obs[:, critic["height"]], state.data.qpos[:, 2:3], atol=1e-6)
     np.testing.assert_allclose(state.critic_obs[:, critic["push"]], state.info.push_force / 10.0, atol=1e-7)
+
+
+def test_gait_clock_runs_at_the_commanded_cadence(env):
+    """--gait-clock command: each step advances the clock by 2π · gait_frequency(vx) · dt, the reference gait's
+    cadence for the episode's command (1.25 Hz up to 0.3 m/s, faster above); a new episode starts it at 0."""
+    states = rollout(env, 5, 8)
+    for before, after in zip(states, states[1:]):
+        vx, fresh = np.asarray(after.info.command[:, 0]), np.asarray(after.info.step) == 0
+        advance = np.mod(np.asarray(after.info.phase) - np.asarray(before.info.phase), 2 * np.pi)
+        expected = 2 * np.pi * np.asarray(gait_frequency(vx, "command")) * CTRL_DT
+        np.testing.assert_allclose(advance[~fresh], expected[~fresh], atol=1e-5)
+        assert (np.asarray(after.info.phase)[fresh] == 0).all()
+    assert np.ptp(np.asarray(states[0].info.command[:, 0])) > 0.05  # the envs' commands (and rates) differ

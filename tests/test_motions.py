@@ -83,6 +83,28 @@ def test_gait_phase_follows_the_clips_steps(model, shipped):
         assert 0 < np.mod(np.diff(phase), 2 * np.pi).max() < 0.5
 
 
+def test_command_gait_clock_matches_the_clips_cadence(model, shipped):
+    """--gait-clock command runs the env's clock at the shipped clips' own cadence for their forward speed: the
+    clock of a clip (lift-off to lift-off, utils.motions.gait_phase) advances 2π · gait_frequency(vx) per second
+    (both training files have the same function)."""
+    import ppo_amp_mjx
+    import ppo_mjx
+
+    for i, name in enumerate(shipped.clip_names):
+        if name == "stand":
+            continue
+        qpos = shipped.qpos[shipped.clip(name)]
+        phase = np.unwrap(motions.gait_phase(model, qpos, shipped.fps, 1.5).astype(np.float64))
+        middle = slice(len(qpos) // 4, 3 * len(qpos) // 4)  # whole steps, away from the start and stop ramps
+        measured = np.median(np.diff(phase[middle])) * shipped.fps / (2 * np.pi)  # Hz
+        vx = float(shipped.clip_commands[i][0])
+        expected = float(ppo_mjx.gait_frequency(vx, "command"))
+        assert float(ppo_amp_mjx.gait_frequency(vx, "command")) == expected
+        assert abs(measured - expected) < 0.05 * expected, (name, vx, measured, expected)
+    slow, fast = float(ppo_mjx.gait_frequency(0.3, "command")), float(ppo_mjx.gait_frequency(0.5, "command"))
+    assert slow == pytest.approx(1.25) and fast == pytest.approx(0.5 / 0.27)
+    assert ppo_mjx.gait_frequency(0.5, "fixed") == ppo_mjx.GAIT_FREQUENCY
+
 def test_qvel_matches_finite_difference_of_qpos(model, shipped):
     import mujoco
 

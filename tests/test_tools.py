@@ -107,6 +107,20 @@ def test_numpy_obs_layout(ppo_verify_run):
     np.testing.assert_allclose(obs[at["phase"]], [1.0, 0.0])
 
 
+def test_numpy_clock_follows_the_policys_gait_clock(ppo_verify_run):
+    """MujocoRunner advances the clock like WildRobotEnv.step: 2π · gait_frequency(vx) · dt per control step, at the
+    --gait-clock the policy was trained with."""
+    from dataclasses import replace
+
+    policy = load_policy(ppo_verify_run[0])
+    assert policy.args.gait_clock == "fixed"
+    for clock, vx, hz in (("fixed", 0.5, 1.5), ("command", 0.5, 0.5 / 0.27), ("command", -0.2, 1.25)):
+        runner = evaluate.MujocoRunner(replace(policy, args=replace(policy.args, gait_clock=clock)))
+        runner.reset(np.random.default_rng(0), (vx, 0.0, 0.0))
+        runner.step()
+        runner.step()
+        assert runner.phase == pytest.approx(2 * 2 * np.pi * hz * 0.02, rel=1e-5), (clock, vx)
+
 def test_onnx_export_parity_and_latency(ppo_verify_run, tmp_path, capsys):
     run_dir, _ = ppo_verify_run
     out = tmp_path / "policy.onnx"

@@ -203,7 +203,7 @@ class MujocoRunner:
         m = self.model
         self.dt, self.fall_height, self.contact_dist = mod.CTRL_DT, mod.FALL_HEIGHT, mod.CONTACT_DIST
         self.layout = mod.OBS_LAYOUT
-        self.phase_step = 2 * np.pi * mod.GAIT_FREQUENCY * mod.CTRL_DT
+        self.clock = getattr(policy.args, "gait_clock", "fixed")  # the file's gait_frequency at this setting
         self.n_substeps = round(mod.CTRL_DT / m.opt.timestep)
         self.home = m.key_qpos[m.keyframe("home").id].copy()
         self.default_pose = self.home[7:]
@@ -259,7 +259,8 @@ class MujocoRunner:
         d.xfrc_applied[self.pelvis, :3] = 0.0 if force is None else force
         for _ in range(self.n_substeps):
             mujoco.mj_step(m, d)
-        self.phase = (self.phase + self.phase_step) % (2 * np.pi)
+        rate = float(self.policy.module.gait_frequency(float(self.command[0]), self.clock))  # Hz
+        self.phase = (self.phase + 2 * np.pi * rate * self.dt) % (2 * np.pi)
         self.last_action = action
         upright = d.site_xmat[self.imu][8]  # −gravity_z
         return bool(d.qpos[2] < self.fall_height or upright < 0.5 or not np.isfinite(d.qpos).all())
