@@ -185,10 +185,12 @@ def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference, capsys):
 
 @pytest.mark.slow
 def test_policies_of_one_shape_share_the_compiled_rollout(motions, capsys, monkeypatch):
-    """The weights are an input of the compiled MJX rollout: a second policy of the same shape reuses the compile and
-    rolls out exactly what a compile of its own gives (the CLI test's shapes: the first rollout reuses its compile)."""
+    """The weights are an input of the compiled MJX rollout: a second policy of the same shape, from another run (its
+    name, seed and length differ), reuses the compile and rolls out exactly what a compile of its own gives (the CLI
+    test's shapes: the first rollout reuses its compile)."""
     shipped = load_policy(SHIPPED_POLICY)
-    other = replace(shipped, actor_params=jax.tree.map(lambda w: 1.1 * np.asarray(w), shipped.actor_params))
+    run = replace(shipped.args, exp_name="other", seed=7, num_iterations=shipped.args.num_iterations + 1)
+    other = replace(shipped, actor_params=jax.tree.map(lambda w: 1.1 * np.asarray(w), shipped.actor_params), args=run)
     cmds = np.array([motions.clip_commands[motions.clip_names.index(n)] for n in ("stand", "forward_0.3")], np.float32)
     first = rollout_mjx(shipped, cmds, None, 150)
     compiled = dict(evaluate._ROLLOUTS)

@@ -91,11 +91,21 @@ BARS = {  # scenario -> (text, test of the overall row)
 }
 
 
+# settings that name, size or place a run and never reach its env: set to their defaults in the evaluation env, so
+# that runs differing only in them (another seed, a longer run) share one env and one compiled rollout
+RUN_SETTINGS = ("exp_name", "seed", "track", "wandb_project_name", "wandb_entity", "capture_video", "save_model",
+                "checkpoint_interval", "config", "resume", "verify", "eval_episodes", "init_policy",
+                "checkpoint_env_state", "num_devices", "coordinator_address", "num_processes", "process_id",
+                "total_timesteps", "num_iterations", "batch_size", "minibatch_size")  # fmt: skip
+
+
 def eval_args(policy, seconds: float, scene: str | None = None):
     """The checkpoint's env with everything random off; episodes longer than the horizon, so none is truncated."""
     starts = {"reference_init": 0.0} if hasattr(policy.args, "reference_init") else {}  # AMP: every episode at home
+    default = type(policy.args)()
+    run = {k: getattr(default, k) for k in RUN_SETTINGS if hasattr(default, k)}
     return policy.env_args(domain_randomization=False, push=False, obs_noise=False, action_latency=False,
-                           episode_seconds=seconds + 1.0, scene=scene or policy.args.scene, **starts)  # fmt: skip
+                           episode_seconds=seconds + 1.0, scene=scene or policy.args.scene, **starts | run)  # fmt: skip
 
 
 def push_windows(steps: int, dt: float, every_s: float = 0.0) -> list[tuple[int, int, int]]:
