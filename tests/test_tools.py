@@ -121,6 +121,20 @@ def test_numpy_clock_follows_the_policys_gait_clock(ppo_verify_run):
         runner.step()
         assert runner.phase == pytest.approx(2 * 2 * np.pi * hz * 0.02, rel=1e-5), (clock, vx)
 
+def test_shipped_policies_load_and_walk_a_second():
+    """Every policy in assets/policies loads for the tools (its training file's Actor and settings) and walks 1 s at
+    0.3 m/s in plain MuJoCo without falling."""
+    shipped = sorted((ROOT / "assets" / "policies").glob("*.msgpack"))
+    assert {"ppo_walk_h100.msgpack", "amp_walk.msgpack"} <= {p.name for p in shipped}
+    for path in shipped:
+        policy = load_policy(path)
+        runner = evaluate.MujocoRunner(policy)
+        runner.reset(np.random.default_rng(0), (0.3, 0.0, 0.0))
+        start = runner.data.qpos[0]
+        assert not any(runner.step() for _ in range(50)), path.name
+        assert runner.data.qpos[0] > start + 0.05, path.name  # it moved forward
+    assert load_policy(ROOT / "assets" / "policies" / "amp_walk.msgpack").args.shaping_terms == ("feet_phase",)
+
 def test_onnx_export_parity_and_latency(ppo_verify_run, tmp_path, capsys):
     run_dir, _ = ppo_verify_run
     out = tmp_path / "policy.onnx"
