@@ -105,6 +105,7 @@ def test_command_gait_clock_matches_the_clips_cadence(model, shipped):
     assert slow == pytest.approx(1.25) and fast == pytest.approx(0.5 / 0.27)
     assert ppo_mjx.gait_frequency(0.5, "fixed") == ppo_mjx.GAIT_FREQUENCY
 
+
 def test_qvel_matches_finite_difference_of_qpos(model, shipped):
     import mujoco
 

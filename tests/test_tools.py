@@ -121,6 +121,7 @@ def test_numpy_clock_follows_the_policys_gait_clock(ppo_verify_run):
         runner.step()
         assert runner.phase == pytest.approx(2 * 2 * np.pi * hz * 0.02, rel=1e-5), (clock, vx)
 
+
 def test_shipped_policies_load_and_walk_a_second():
     """Every policy in assets/policies loads for the tools (its training file's Actor and settings) and walks 1 s at
     0.3 m/s in plain MuJoCo without falling."""
@@ -134,6 +135,7 @@ def test_shipped_policies_load_and_walk_a_second():
         assert not any(runner.step() for _ in range(50)), path.name
         assert runner.data.qpos[0] > start + 0.05, path.name  # it moved forward
     assert load_policy(ROOT / "assets" / "policies" / "amp_walk.msgpack").args.shaping_terms == ("feet_phase",)
+
 
 def test_onnx_export_parity_and_latency(ppo_verify_run, tmp_path, capsys):
     run_dir, _ = ppo_verify_run

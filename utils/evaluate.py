@@ -213,7 +213,7 @@ class MujocoRunner:
         m = self.model
         self.dt, self.fall_height, self.contact_dist = mod.CTRL_DT, mod.FALL_HEIGHT, mod.CONTACT_DIST
         self.layout = mod.OBS_LAYOUT
-        self.clock = getattr(policy.args, "gait_clock", "fixed")  # the file's gait_frequency at this setting
+        self.clock, self.rates = getattr(policy.args, "gait_clock", "fixed"), {}  # gait_frequency's setting, values
         self.n_substeps = round(mod.CTRL_DT / m.opt.timestep)
         self.home = m.key_qpos[m.keyframe("home").id].copy()
         self.default_pose = self.home[7:]
@@ -269,8 +269,10 @@ class MujocoRunner:
         d.xfrc_applied[self.pelvis, :3] = 0.0 if force is None else force
         for _ in range(self.n_substeps):
             mujoco.mj_step(m, d)
-        rate = float(self.policy.module.gait_frequency(float(self.command[0]), self.clock))  # Hz
-        self.phase = (self.phase + 2 * np.pi * rate * self.dt) % (2 * np.pi)
+        vx = float(self.command[0])
+        if vx not in self.rates:  # the file's gait_frequency (a jax function) once per command, not every step
+            self.rates[vx] = float(self.policy.module.gait_frequency(vx, self.clock))
+        self.phase = (self.phase + 2 * np.pi * self.rates[vx] * self.dt) % (2 * np.pi)
         self.last_action = action
         upright = d.site_xmat[self.imu][8]  # −gravity_z
         return bool(d.qpos[2] < self.fall_height or upright < 0.5 or not np.isfinite(d.qpos).all())
