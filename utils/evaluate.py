@@ -213,7 +213,7 @@ class MujocoRunner:
         m = self.model
         self.dt, self.fall_height, self.contact_dist = mod.CTRL_DT, mod.FALL_HEIGHT, mod.CONTACT_DIST
         self.layout = mod.OBS_LAYOUT
-        self.clock, self.rates = getattr(policy.args, "gait_clock", "fixed"), {}  # gait_frequency's setting, values
+        self.clock, self.rates = policy.args.gait_clock, {}  # gait_frequency's setting, its values by vx
         self.n_substeps = round(mod.CTRL_DT / m.opt.timestep)
         self.home = m.key_qpos[m.keyframe("home").id].copy()
         self.default_pose = self.home[7:]
