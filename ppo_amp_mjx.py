@@ -161,10 +161,12 @@ class Args:
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
-    shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "stand_still"], ...] = ()
-    """gait-shaping task terms (SHAPING_TERMS) kept with a style reward; it replaces the others (all: ppo_mjx.py's)"""
+    shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "feet_height", "stand_still"], ...] = ()
+    """gait-shaping task terms (SHAPING_TERMS) kept with a style reward, which replaces the rest (feet_height: AMP's)"""
     waist_weight: float = 20.0
     """waist yaw's `pose` weight with a style reward (ppo_mjx.py: 1.0): clips with a still waist hide it (1 if not)"""
+    tilt_rate_weight: float = 0.05
+    """pelvis roll/pitch rate penalty (ang_vel_xy) weight with a style reward (ppo_mjx.py: 0.05): clips hold it at 0"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 1e-5
@@ -270,9 +272,9 @@ def finalize_args(args: Args) -> Args:
         except RenderError as e:
             fail(f"--capture-video: {e}")
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
-    if min(args.amp_weight, args.task_weight, args.waist_weight) < 0:
-        fail(f"--amp-weight, --task-weight and --waist-weight must be >= 0, got {args.amp_weight}, {args.task_weight} "
-             f"and {args.waist_weight}")  # fmt: skip
+    if min(args.amp_weight, args.task_weight, args.waist_weight, args.tilt_rate_weight) < 0:
+        fail(f"--amp-weight, --task-weight, --waist-weight and --tilt-rate-weight must be >= 0, got {args.amp_weight}, "
+             f"{args.task_weight}, {args.waist_weight} and {args.tilt_rate_weight}")  # fmt: skip
     if args.disc_updates is None:
         args = replace(args, disc_updates=max(1, round(args.disc_policy_share * batch / args.disc_batch_size)))
     if min(args.disc_batch_size, args.disc_replay_size, args.disc_replay_insert, args.disc_updates,
@@ -353,6 +355,7 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     action_rate=-0.01,  # Σ (a - a_prev)²
     feet_air_time=1.0,  # Σ (air time - 0.2 s) at touchdown, only when commanded to move
     feet_slip=-0.25,  # Σ |v_foot_xy|² while in contact
+    feet_height=10.0,  # AMP: Σ (min(swing apex / SWING_HEIGHT, 1) - 0.5) at touchdown while moving: < 2 cm costs
     feet_phase=1.0,  # exp(-Σ (z_foot - z_target(phase))² / 0.001): alternate swing feet to the gait clock
     pose=-0.5,  # Σ w (q - q_default)², strongest on hip roll and waist yaw
     stand_still=-1.0,  # Σ |q - q_default| when the command is zero
@@ -360,7 +363,7 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     termination=-10.0,  # 1 on a fall
 )
 # AMP: task terms that prescribe a gait (swing clock, air time, standing in `home`); here the reference motions do that
-SHAPING_TERMS = ("feet_phase", "feet_air_time", "stand_still")
+SHAPING_TERMS = ("feet_phase", "feet_air_time", "feet_height", "stand_still")
 # domain randomization, per episode: (low, high, how the draw applies to the nominal value)
 RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
                      frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
@@ -425,6 +428,7 @@ class EnvInfo:
     latency: jax.Array  # ()  bool: apply last step's action
     phase: jax.Array  # ()  gait clock (rad)
     feet_air_time: jax.Array  # (2,)
+    swing_peak: jax.Array  # AMP: (2,)  the feet's highest point in this swing (m above the ground)
     last_contact: jax.Array  # (2,) bool
     step: jax.Array  # ()  control steps in this episode
     push_countdown: jax.Array  # ()  steps until the next push
@@ -457,10 +461,10 @@ class WildRobotEnv:
 
     def __init__(self, args: Args):
         self.args = args
-        self.reward_scales = REWARD_SCALES
-        # AMP: the style reward takes over the gait-shaping terms that --shaping-terms does not keep
-        if args.amp_weight > 0:
-            self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in args.shaping_terms}
+        # AMP: a style reward takes over the gait-shaping terms that --shaping-terms does not keep (without: PPO's)
+        kept = args.shaping_terms if args.amp_weight > 0 else ("feet_phase", "feet_air_time", "stand_still")
+        self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in kept} | (
+            dict(ang_vel_xy=-args.tilt_rate_weight) if args.amp_weight > 0 else {})
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         device = jax.local_devices()[0]  # this process's (MJX's default is jax.devices()[0], another host's)
@@ -492,8 +496,7 @@ class WildRobotEnv:
         # pose penalty weights: hip roll and waist yaw drift most without it
         w = {"hip_pitch": 0.1, "hip_roll": 1.0, "knee": 0.05, "ankle_pitch": 0.1, "foot_roll": 0.5, "waist_yaw": 1.0}
         # AMP: the discriminator does not see a waist the clips hold still: a heavier pose weight holds it instead
-        if args.amp_weight > 0:
-            w["waist_yaw"] = args.waist_weight
+        w["waist_yaw"] = args.waist_weight if args.amp_weight > 0 else w["waist_yaw"]
         self.pose_weights = jp.array([next(v for k, v in w.items() if n.endswith(k)) for n in self.joint_names])
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), device, impl="jax").replace(qpos=self.home_qpos)
@@ -597,7 +600,7 @@ class WildRobotEnv:
             latency=self.args.action_latency & (jax.random.uniform(k_lat) < 0.5),
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
             push_countdown=jax.random.randint(k_push, (), 100, 250), push_left=jp.int32(0), push_force=jp.zeros(3),
-            episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand),
+            episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand), swing_peak=jp.zeros(2),  # AMP: apex
         )  # fmt: skip
         # AMP: reference state initialization: a share of episodes starts from a random frame, its clip's command
         if self.reference_data is not None:
@@ -662,6 +665,7 @@ class WildRobotEnv:
         info = info.replace(
             rng=rng, command=jp.where(new_cmd, self.sample_command(k_cmd), info.command), last_action=action,
             phase=phase, feet_air_time=jp.where(contact, 0.0, air_time), last_contact=contact, step=step,
+            swing_peak=jp.where(contact, 0.0, jp.maximum(info.swing_peak, self.feet_height(data, info.rand))),  # AMP:
             push_countdown=countdown, push_left=jp.maximum(push_left - 1, 0), push_force=push_force,
             episode_return=info.episode_return + reward,
         )  # fmt: skip
@@ -741,6 +745,7 @@ class WildRobotEnv:
             feet_air_time=jp.sum((air_time - 0.2) * first_contact) * moving,
             feet_slip=jp.sum(jp.sum(feet_vel[:, :2] ** 2, axis=-1) * contact),
             feet_phase=jp.exp(-jp.sum((self.feet_height(data, info.rand) - feet_target) ** 2) / 0.001),
+            feet_height=jp.sum((jp.minimum(info.swing_peak / SWING_HEIGHT, 1) - 0.5) * first_contact) * moving,  # AMP:
             pose=jp.sum(self.pose_weights * deviation**2),
             stand_still=jp.sum(jp.abs(deviation)) * ~moving,
             alive=(~fallen).astype(jp.float32),
@@ -974,8 +979,7 @@ class Discriminator(nn.Module):
 
     @nn.compact
     def __call__(self, pairs):  # (..., kD) normalized windows ((s, s') at k = 2) -> logits (...,)
-        x = mlp(pairs, self.hidden, nn.relu)
-        return nn.Dense(1, name="logit")(x)[..., 0]
+        return nn.Dense(1, name="logit")(mlp(pairs, self.hidden, nn.relu))[..., 0]
 
 
 def gradient_penalty(disc_fn, x):
@@ -1009,9 +1013,8 @@ def discriminator_loss(params, disc_apply, ref, pol, loss_type, grad_penalty, lo
 
 def style_reward(logits, loss_type="lsgan"):
     """Style reward per pair from discriminator logits: LSGAN max(0, 1 - 0.25 (d - 1)²), BCE -log(1 - σ(d))."""
-    if loss_type == "lsgan":
-        return jp.maximum(0.0, 1.0 - 0.25 * (logits - 1.0) ** 2)
-    return -jp.log(jp.maximum(1.0 - jax.nn.sigmoid(logits), 1e-4))
+    lsgan = jp.maximum(0.0, 1.0 - 0.25 * (logits - 1.0) ** 2)
+    return lsgan if loss_type == "lsgan" else -jp.log(jp.maximum(1.0 - jax.nn.sigmoid(logits), 1e-4))
 
 
 def reference_pairs(env, motions, k=2) -> np.ndarray:
@@ -1117,8 +1120,10 @@ def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerSt
     saved = payload["leaves"]
     if not payload["meta"].get("env_state", True):
         saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, env_leaves(template))) if env}
+    if len(saved) != len(leaves):  # another version of the file, with other state (no arrays are matched by guess)
+        fail(f"--resume {path}: {len(saved)} arrays where this run has {len(leaves)} (an older version of the file?)")
     for i, b in enumerate(leaves):
-        if (a := saved.get(str(i))) is None or a.shape != b.shape or len(saved) != len(leaves):
+        if (a := saved.get(str(i))) is None or a.shape != b.shape:
             fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
                  f"different --num-envs?)")  # fmt: skip
     return jax.tree.unflatten(treedef, [np.asarray(saved[str(i)], dtype=b.dtype) for i, b in enumerate(leaves)])
@@ -1198,15 +1203,13 @@ def make_train(args: Args, env: WildRobotEnv):
     # AMP: features constant in the clips (a level pelvis, a still waist) only tell kinematics from physics: hidden
     varied = (np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std) | (args.feature_min_std == 0)  # (D,)
     if not varied.any():
-        fail(f"--motion-file {args.motion_file}: no feature varies by more than --feature-min-std "
-             f"{args.feature_min_std:g} over the clips; the discriminator would see nothing")  # fmt: skip
+        fail(f"--motion-file {args.motion_file}: no feature varies by over --feature-min-std {args.feature_min_std:g}")
     seen = np.tile(varied, args.disc_history)  # every frame of a window
     disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen]  # noqa: E731
     disc_apply = lambda p, x: Discriminator().apply({"params": p}, x)  # noqa: E731
     disc_optimizer = optax.adam(args.disc_learning_rate)
-    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} windows of {args.disc_history} frames, "
-          f"{feat_dim} features each; constant in the reference, not seen by the discriminator: "
-          f"{', '.join(np.array(AMP_FEATURE_NAMES)[~varied]) or 'none'}")
+    print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} windows of {args.disc_history} frames; hidden "
+          f"from the discriminator (constant in clips): {', '.join(np.array(AMP_FEATURE_NAMES)[~varied]) or 'none'}")
 
     def init(rng) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)
@@ -1463,8 +1466,7 @@ def main(args: Args):
     params, obs_norm = local_copy((runner_state.params, runner_state.obs_norm))
     eval_rng = jax.random.PRNGKey(args.seed + 1)
     # AMP: evaluation episodes start at `home`, as in ppo_mjx.py
-    if env.reference_data is not None:
-        env = WildRobotEnv(replace(args, reference_init=0.0))
+    env = WildRobotEnv(replace(args, reference_init=0.0)) if env.reference_data is not None else env
     rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
     eval_metrics = evaluate(rollout, params, obs_norm, eval_rng)
     logger.log(global_step, eval_metrics, csv_row=False)

@@ -885,8 +885,10 @@ def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerSt
     saved = payload["leaves"]
     if not payload["meta"].get("env_state", True):
         saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, env_leaves(template))) if env}
+    if len(saved) != len(leaves):  # another version of the file, with other state (no arrays are matched by guess)
+        fail(f"--resume {path}: {len(saved)} arrays where this run has {len(leaves)} (an older version of the file?)")
     for i, b in enumerate(leaves):
-        if (a := saved.get(str(i))) is None or a.shape != b.shape or len(saved) != len(leaves):
+        if (a := saved.get(str(i))) is None or a.shape != b.shape:
             fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
                  f"different --num-envs?)")  # fmt: skip
     return jax.tree.unflatten(treedef, [np.asarray(saved[str(i)], dtype=b.dtype) for i, b in enumerate(leaves)])

@@ -5,6 +5,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import yaml
 from flax import serialization
@@ -97,6 +98,12 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
             ppo_mjx.parse_args(argv)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and message in err and "\n" not in err, err
+    # a checkpoint of a runner state with another number of arrays (an older version of the file): nothing is guessed
+    n = len(ckpt["leaves"])
+    with pytest.raises(SystemExit) as e:
+        ppo_mjx.restore_runner_state(ckpt, [np.zeros(1)] * (n + 1), "old.msgpack")
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and f"--resume old.msgpack: {n} arrays where this run has {n + 1}" in err, err
     # and once as a user runs it: exit code 2, one line, no traceback
     proc = run_script("ppo_mjx.py", *cases[2][0], cwd=tmp_path, timeout=120)
     lines = proc.stderr.strip().splitlines()
