@@ -462,7 +462,7 @@ class WildRobotEnv:
     def __init__(self, args: Args):
         self.args = args
         # AMP: a style reward takes over the gait-shaping terms that --shaping-terms does not keep (without: PPO's)
-        kept = args.shaping_terms if args.amp_weight > 0 else ("feet_phase", "feet_air_time", "stand_still")
+        kept = args.shaping_terms if args.amp_weight > 0 else set(SHAPING_TERMS) - {"feet_height"}
         self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in kept} | (
             dict(ang_vel_xy=-args.tilt_rate_weight) if args.amp_weight > 0 else {})
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
