@@ -11,14 +11,13 @@ a style reward added to the task reward. README.md "ppo_amp_mjx.py" has the flag
 """
 
 import contextlib
-import csv
 import io
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -29,12 +28,14 @@ import mujoco
 import numpy as np
 import optax
 import tyro
-import yaml
 from flax import serialization, struct
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
+
+from utils import runs, terrain
+from utils.cli import fail
 
 with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
     from mujoco import mjx
@@ -206,22 +207,6 @@ VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2,
 VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=40, disc_replay_insert=24)  # AMP: wraps in iteration 2
 
 
-def cpu_hint(backend: str, num_envs: int, sps: float, steps_left: int) -> str | None:
-    """On a CPU a GPU-sized batch runs slower than a small one (docs/benchmarks.md): the measured rate, the time
-    left, and the setting that runs fastest there. None on an accelerator or with a CPU-sized batch."""
-    if backend != "cpu" or num_envs <= 256:
-        return None
-    left = f"{steps_left / sps / 3600:.1f} h" if steps_left > 3600 * sps else f"{steps_left / sps / 60:.0f} min"
-    return (f"cpu: {sps:,.0f} env steps/s at {num_envs} envs, about {left} to go; a CPU runs 64-256 envs fastest "
-            "(e.g. --num-envs 128 --num-minibatches 4)")
-
-
-def fail(message: str, code: int = 2):
-    """One clear line on stderr, nothing written; exit code 2 (bad input) or 1 (a check failed), as in utils/cli.py."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
-
-
 # AMP: a relative --motion-file is looked up from the current folder, then from this file's folder (the default)
 def motion_path(name: str) -> Path:
     return next((path for path in (Path(name), ROOT / name) if path.exists()), Path(name))
@@ -230,13 +215,8 @@ def motion_path(name: str) -> Path:
 def finalize_args(args: Args) -> Args:
     """Apply --verify sizes, validate flag combinations (before any compile) and fill the derived fields."""
     args = replace(args, **VERIFY_SIZES) if args.verify else args
-    if args.coordinator_address:  # several hosts: connect before anything asks JAX for its devices
-        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-    args = replace(args, num_devices=jax.device_count() if args.num_devices is None else args.num_devices)
-    per_process, rest = divmod(args.num_devices, jax.process_count())
-    if args.num_devices <= 0 or rest or per_process > jax.local_device_count():
-        fail(f"--num-devices {args.num_devices}: {jax.process_count()} process(es) with {jax.local_device_count()} "
-             f"{jax.default_backend()} device(s) each")  # fmt: skip
+    devices = runs.num_devices(args.num_devices, args.coordinator_address, args.num_processes, args.process_id)
+    args = replace(args, num_devices=devices)
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "checkpoint_interval", "eval_episodes"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -265,12 +245,9 @@ def finalize_args(args: Args) -> Args:
     if args.init_policy and not args.resume:  # a resumed run has its actor in the checkpoint
         read_policy(args.init_policy, args)
     if args.capture_video:  # rendering is a tool: check it works here (headless too) before hours of training
-        from utils.render import RenderError, headless_gl
+        from utils.render import require_gl
 
-        try:
-            headless_gl()
-        except RenderError as e:
-            fail(f"--capture-video: {e}")
+        require_gl("--capture-video")
     # AMP: weights, discriminator sizes and the motion file are checked before any compile
     if min(args.amp_weight, args.task_weight, args.waist_weight, args.tilt_rate_weight) < 0:
         fail(f"--amp-weight, --task-weight, --waist-weight and --tilt-rate-weight must be >= 0, got {args.amp_weight}, "
@@ -300,30 +277,9 @@ def finalize_args(args: Args) -> Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """tyro on top of defaults from --resume CHECKPOINT, then --config FILE.yaml (peeked before tyro parses)."""
+    """tyro on top of defaults from --resume CHECKPOINT, then --config FILE.yaml."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    peek = {f: next((v for a, v in zip(argv, argv[1:] + [None]) if a == f), None) for f in ("--resume", "--config")}
-    peek |= {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a and a.split("=", 1)[0] in peek}
-    default = Args()
-    for flag, path in peek.items():
-        if path is None:
-            continue
-        if flag == "--resume":
-            values = read_checkpoint(path)["meta"]["args"]
-        else:
-            try:
-                values = yaml.safe_load(Path(path).read_text())
-                assert isinstance(values, dict), "not a mapping of settings"
-            except (OSError, yaml.YAMLError, AssertionError) as e:
-                fail(f"--config {path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0]})")
-        unknown = sorted(set(values) - {f.name for f in fields(Args)})
-        if unknown:
-            fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
-        ignore = ("batch_size", "minibatch_size", "config", "resume", "verify", "num_devices", "coordinator_address",
-                  "num_processes", "process_id")  # derived, or about this invocation and machine
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # sequences are tuples here
-        default = replace(default, **{k: v for k, v in values.items() if k not in ignore})
-    args = tyro.cli(Args, default=default, args=argv)
+    args = tyro.cli(Args, default=runs.saved_defaults(Args(), argv, ALGO, WildRobotEnv.SIZES), args=argv)
     if any(a.startswith("--total-timesteps") for a in argv) and not any(a.startswith("--num-iterations") for a in argv):
         args = replace(args, num_iterations=None)  # a saved config's resolved num_iterations must not win
     return finalize_args(args)
@@ -390,20 +346,6 @@ def obs_slices(layout: dict) -> dict[str, slice]:
     return {name: slice(int(end - size), int(end)) for (name, size), end in zip(layout.items(), ends)}
 
 
-def heightfield_surface(elevation, size, xy):
-    """Height (...,) over points xy (..., 2) in a heightfield's frame (elevation (nrow, ncol) in [0, 1], size (4,)):
-    each cell is two triangles split along the diagonal (col, row)-(col + 1, row + 1), as MuJoCo collides them."""
-    nrow, ncol = elevation.shape
-    u = (xy[..., 0] + size[0]) / (2 * size[0]) * (ncol - 1)  # fractional column
-    v = (xy[..., 1] + size[1]) / (2 * size[1]) * (nrow - 1)  # fractional row
-    c, r = jp.clip(jp.floor(u), 0, ncol - 2).astype(int), jp.clip(jp.floor(v), 0, nrow - 2).astype(int)
-    fu, fv = jp.clip(u - c, 0.0, 1.0), jp.clip(v - r, 0.0, 1.0)
-    h00, h10, h01, h11 = elevation[r, c], elevation[r, c + 1], elevation[r + 1, c], elevation[r + 1, c + 1]
-    below = h00 + fu * (h10 - h00) + fv * (h11 - h10)  # triangle (c, r), (c+1, r), (c+1, r+1), where fu >= fv
-    above = h00 + fv * (h01 - h00) + fu * (h11 - h01)  # triangle (c, r), (c, r+1), (c+1, r+1)
-    return size[2] * jp.where(fu >= fv, below, above)
-
-
 @struct.dataclass
 class Randomization:
     """Per-episode physics parameters (sampled at reset; nominal values when domain randomization is off)."""
@@ -458,6 +400,7 @@ class WildRobotEnv:
     OBS_SIZE = sum(OBS_LAYOUT.values())  # 44
     CRITIC_OBS_SIZE = sum(CRITIC_LAYOUT.values())  # 66
     ACTION_SIZE = 11
+    SIZES = dict(obs_size=OBS_SIZE, critic_obs_size=CRITIC_OBS_SIZE, action_size=ACTION_SIZE)  # checkpoints' meta
 
     def __init__(self, args: Args):
         self.args = args
@@ -569,7 +512,7 @@ class WildRobotEnv:
         height = jp.full(xy.shape[:-1], -1.0 if self.plane is None else pos[self.plane, 2])
         if self.hfield is not None:  # (the field's geom is not rotated in the scenes)
             local = xy - pos[self.hfield, :2]
-            field = pos[self.hfield, 2] + heightfield_surface(self.hfield_data, self.hfield_size, local)
+            field = pos[self.hfield, 2] + terrain.heightfield_surface(self.hfield_data, self.hfield_size, local)
             inside = (jp.abs(local) <= self.hfield_size[:2]).all(-1)  # beyond its edge: nothing (1 m down)
             height = jp.maximum(height, jp.where(inside, field, -1.0))
         return height
@@ -1037,14 +980,9 @@ def normalize_pairs(norm, pairs):  # (..., kD): every frame with the same featur
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# TRY NOT TO MODIFY: checkpoints (atomic msgpack, no pickle) and logging sinks
+# TRY NOT TO MODIFY: checkpoints (the file format, logging sinks and the rest of a run's plumbing: utils/runs.py)
 # ---------------------------------------------------------------------------------------------------------------------
-CHECKPOINT_FORMAT = "wildrobot-ckpt-1"
 ALGO = "amp"  # AMP: checkpoints say which file trains them
-
-
-def local_copy(tree):  # replicated arrays on the mesh -> numpy, from this process's own copy (no communication)
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def env_leaves(rs: RunnerState) -> list[bool]:  # which of jax.tree.leaves(rs) are the envs' state
@@ -1056,55 +994,26 @@ def write_checkpoint(path: Path, runner_state: RunnerState, args: Args, global_s
     """Everything to resume (the runner state; the envs' part unless --no-checkpoint-env-state) plus the policy alone
     for the tools. Every process gathers the devices' slices; process 0 writes. Returns the state on the host."""
     state = multihost_utils.process_allgather(runner_state, tiled=True)
-    if jax.process_index() != 0:
-        return state
-    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(args).items()}  # msgpack: no tuples
-    meta = dict(format=CHECKPOINT_FORMAT, algo=ALGO, args=settings, global_step=global_step,
-                iteration=int(state.iteration), obs_size=WildRobotEnv.OBS_SIZE, joint_names=list(JOINT_NAMES),
-                critic_obs_size=WildRobotEnv.CRITIC_OBS_SIZE, action_size=WildRobotEnv.ACTION_SIZE,
-                env_state=args.checkpoint_env_state)  # fmt: skip
-    policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
-    leaves = {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(jax.tree.leaves(state), env_leaves(state)))
-              if args.checkpoint_env_state or not env}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(serialization.msgpack_serialize({"meta": meta, "policy": policy, "leaves": leaves}))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    if jax.process_index() == 0:
+        meta = dict(algo=ALGO, args=asdict(args), global_step=global_step, iteration=int(state.iteration),
+                    joint_names=list(JOINT_NAMES), env_state=args.checkpoint_env_state, **WildRobotEnv.SIZES)
+        policy = {"actor": state.params["actor"], "obs_norm": serialization.to_state_dict(state.obs_norm)}
+        leaves = {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(jax.tree.leaves(state), env_leaves(state)))
+                  if args.checkpoint_env_state or not env}  # fmt: skip
+        runs.write_checkpoint(path, meta, policy, leaves)
     return state
 
 
 def read_checkpoint(path) -> dict:
-    """The checkpoint as nested dicts of numpy arrays; one clear error line if it is missing, corrupt or foreign."""
-    try:
-        payload = serialization.msgpack_restore(Path(path).read_bytes())
-        meta = payload["meta"]
-    except FileNotFoundError:
-        fail(f"--resume {path}: no such file")
-    except Exception as e:  # msgpack raises several types on garbage
-        fail(f"--resume {path}: not a readable checkpoint ({type(e).__name__})")
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "leaves" not in payload:
-        fail(f"--resume {path}: not a resumable {CHECKPOINT_FORMAT} checkpoint")
-    if meta.get("algo") != ALGO:
-        fail(f"--resume {path}: a checkpoint of '{meta.get('algo')}', this file trains '{ALGO}'")
-    sizes = (meta["obs_size"], meta["critic_obs_size"], meta["action_size"])
-    expected = (WildRobotEnv.OBS_SIZE, WildRobotEnv.CRITIC_OBS_SIZE, WildRobotEnv.ACTION_SIZE)
-    if sizes != expected:
-        fail(f"--resume {path}: obs/critic-obs/action sizes {sizes} do not match this env's {expected}")
-    return payload
+    """The checkpoint as nested dicts of numpy arrays; one clear error line if it is not one this file can resume."""
+    return runs.read_checkpoint(path, ALGO, WildRobotEnv.SIZES)
 
 
 def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
     """(actor params, observation normalizer) of any checkpoint's policy entry (a run's or a policy-only file, of
     either training file), checked against this file's Actor; one clear error line if it does not fit."""
-    if not Path(path).is_file():
-        fail(f"--init-policy {path}: no such file")
-    try:
-        payload = serialization.msgpack_restore(Path(path).read_bytes())
-        assert payload["meta"]["format"] == CHECKPOINT_FORMAT, f"not {CHECKPOINT_FORMAT}"
-        actor, norm = payload["policy"]["actor"], payload["policy"]["obs_norm"]
-        norm = Normalizer(**{k: jp.asarray(norm[k], jp.float32) for k in ("mean", "var", "count")})
-    except Exception as e:  # garbage, another format, or a file without the entries
-        fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
+    actor, norm = runs.read_policy(path)
+    norm = Normalizer(**{k: jp.asarray(v, jp.float32) for k, v in norm.items()})
     template = jax.eval_shape(Actor(WildRobotEnv.ACTION_SIZE, args.min_std).init, jax.random.PRNGKey(0),
                               jp.zeros(WildRobotEnv.OBS_SIZE))["params"]  # fmt: skip
     shapes = lambda tree: jax.tree.map(lambda x: tuple(np.shape(x)), tree)  # noqa: E731
@@ -1117,66 +1026,7 @@ def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerSt
     """The saved runner state on the host, shaped like `template`; a checkpoint without the envs' state takes the
     template's envs (fresh episodes)."""
     leaves, treedef = jax.tree.flatten(template)
-    saved = payload["leaves"]
-    if not payload["meta"].get("env_state", True):
-        saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, env_leaves(template))) if env}
-    if len(saved) != len(leaves):  # another version of the file, with other state (no arrays are matched by guess)
-        fail(f"--resume {path}: {len(saved)} arrays where this run has {len(leaves)} (an older version of the file?)")
-    for i, b in enumerate(leaves):
-        if (a := saved.get(str(i))) is None or a.shape != b.shape:
-            fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
-                 f"different --num-envs?)")  # fmt: skip
-    return jax.tree.unflatten(treedef, [np.asarray(saved[str(i)], dtype=b.dtype) for i, b in enumerate(leaves)])
-
-
-class Logger:
-    """TensorBoard + metrics.csv + optional W&B. A failing W&B warns once and is dropped; training goes on."""
-
-    def __init__(self, run_dir: Path, args: Args):
-        from tensorboardX import SummaryWriter
-
-        if jax.process_index() != 0:  # with several processes, process 0 logs for all
-            self.log = self.close = lambda *_, **__: None
-            return
-        self.writer, self.wandb = SummaryWriter(str(run_dir)), None
-        self.writer.add_text("hyperparameters", "\n".join(f"{k}: {v}  " for k, v in asdict(args).items()))
-        self.csv_path, self.csv = run_dir / "metrics.csv", None
-        if args.track:
-            try:
-                import wandb
-
-                self.wandb = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args),
-                                        name=run_dir.name, dir=str(run_dir),
-                                        settings=wandb.Settings(init_timeout=30))  # fmt: skip
-            except Exception as e:  # unreachable server, missing login, ...: keep training
-                print(f"warning: W&B disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-
-    def log(self, step: int, metrics: dict, csv_row: bool = True):
-        """Non-finite values (no episode ended this iteration) go to the CSV as blanks and nowhere else."""
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        for k, v in finite.items():
-            self.writer.add_scalar(k, v, step)
-        if csv_row:
-            if self.csv is None:  # the first iteration fixes the columns; a resumed run appends
-                new, self.csv_file = not self.csv_path.exists(), open(self.csv_path, "a", newline="")
-                self.csv = csv.DictWriter(self.csv_file, ["global_step", *metrics], extrasaction="ignore")
-                if new:
-                    self.csv.writeheader()
-            self.csv.writerow({"global_step": step, **{k: v if math.isfinite(v) else "" for k, v in metrics.items()}})
-            self.csv_file.flush()
-        if self.wandb is not None:
-            try:
-                self.wandb.log(finite, step=step)
-            except Exception as e:
-                print(f"warning: W&B logging failed, disabled ({type(e).__name__})")
-                self.wandb = None
-
-    def close(self):
-        self.writer.close()
-        if self.csv is not None:
-            self.csv_file.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+    return jax.tree.unflatten(treedef, runs.restore_leaves(payload, leaves, env_leaves(template), path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1346,37 +1196,6 @@ def make_train(args: Args, env: WildRobotEnv):
     return init, train_iteration, policy, lr
 
 
-def make_rollout(env: WildRobotEnv, policy, num_envs: int, num_steps: int):
-    """Deterministic policy (the mean action) on `num_envs` fresh episodes for `num_steps` control steps.
-
-    Returns per-step arrays [num_steps, num_envs, ...]: qpos, reward, done, terminated, command, local velocity.
-    """
-
-    def rollout(params, obs_norm, rng):
-        def one_step(state, _):
-            mean, _ = policy(params, obs_norm, state.obs)
-            nxt = jax.vmap(env.step)(state, mean)
-            linvel = nxt.reached_critic_obs[:, obs_slices(CRITIC_LAYOUT)["linvel"]]
-            out = dict(qpos=state.data.qpos, reward=nxt.reward, done=nxt.done, terminated=nxt.done & ~nxt.truncated,
-                       command=state.info.command, linvel=linvel)  # fmt: skip
-            return nxt, out
-
-        state = jax.vmap(env.reset)(jax.random.split(rng, num_envs))
-        return jax.lax.scan(one_step, state, None, num_steps)[1]
-
-    return jax.jit(rollout)
-
-
-def evaluate(rollout, params, obs_norm, rng) -> dict:
-    """eval/ metrics of the deterministic policy: return over the horizon, fall rate, velocity-tracking error."""
-    out = jax.device_get(rollout(params, obs_norm, rng))
-    alive = np.cumsum(out["done"], axis=0) - out["done"] == 0  # (T, N) steps up to and incl. the first episode end
-    vel_err = np.linalg.norm(out["linvel"][..., :2] - out["command"][..., :2], axis=-1)
-    return {"eval/episodic_return": float((out["reward"] * alive).sum(0).mean()),
-            "eval/falls": float(out["terminated"].any(0).mean()),
-            "eval/vel_error": float((vel_err * alive).sum() / max(alive.sum(), 1))}  # fmt: skip
-
-
 def main(args: Args):
     # TRY NOT TO MODIFY: run folder, seeding, logging
     lead = jax.process_index() == 0  # with several processes, only process 0 prints, logs and writes
@@ -1385,10 +1204,8 @@ def main(args: Args):
     init, train_iteration, policy, lr = make_train(args, env)
     key, runner_state, global_step = jax.random.PRNGKey(args.seed), None, 0
     # the device mesh: the envs split over num_devices devices (equally many of each process), all else replicated
-    per_process = args.num_devices // jax.process_count()
-    devices = [d for p in range(jax.process_count()) for d in jax.local_devices(p)[:per_process]]
-    shapes = jax.eval_shape(init, key)  # the runner state's shapes, traced once
-    mesh, specs = jax.sharding.Mesh(devices, (AXIS,)), state_specs(shapes)
+    mesh, shapes = runs.device_mesh(args.num_devices, AXIS), jax.eval_shape(init, key)  # shapes: traced once
+    devices, specs = mesh.devices.ravel(), state_specs(shapes)
     shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
     if args.resume:
         payload = read_checkpoint(args.resume)
@@ -1401,11 +1218,7 @@ def main(args: Args):
         print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
     else:
         run_dir = Path("runs") / f"{args.exp_name}__{args.seed}__{int(time.time())}"  # CleanRL: under the cwd
-    if lead:
-        run_dir.mkdir(parents=True, exist_ok=bool(args.resume))
-        (run_dir / "args.yaml.tmp").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
-        os.replace(run_dir / "args.yaml.tmp", run_dir / "args.yaml")
-    logger = Logger(run_dir, args)
+    logger = runs.Logger(run_dir, args, resume=bool(args.resume))  # the run folder, args.yaml and the sinks
     print(f"run folder: {run_dir}" + (f" (defaults from {args.config})" if args.config else ""))
     print(f"{args.num_envs} envs × {args.num_steps} steps = batch {args.batch_size}, {args.num_iterations} iterations, "
           f"obs {env.OBS_SIZE}, critic obs {env.CRITIC_OBS_SIZE}, actions {env.ACTION_SIZE}, {env.n_substeps} physics "
@@ -1430,7 +1243,7 @@ def main(args: Args):
     bar = tqdm(range(first + 1, args.num_iterations + 1), initial=first, total=args.num_iterations, file=sys.stdout)
     for iteration in bar:
         runner_state, metrics = step_fn(runner_state)
-        metrics = {k: float(v) for k, v in local_copy(metrics).items()}
+        metrics = {k: float(v) for k, v in runs.local_copy(metrics).items()}
         global_step += args.batch_size
         metrics["charts/SPS"] = (global_step - start_step) / (time.time() - start)
         metrics["charts/learning_rate"] = float(lr(iteration * args.update_epochs * args.num_minibatches))
@@ -1441,7 +1254,7 @@ def main(args: Args):
         logger.log(global_step, metrics)
         if iteration == first + 1:  # the rate measured on the first iteration after the compile
             steps_left = args.total_timesteps - global_step
-            if hint := cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], steps_left):
+            if hint := runs.cpu_hint(jax.default_backend(), args.num_envs, metrics["charts/SPS"], steps_left):
                 bar.write(hint)
         bar.write(f"it {iteration:5d} | step {global_step:>11,} | SPS {metrics['charts/SPS']:>8,.0f} | "
                   f"return {metrics['charts/episodic_return']:7.3f} | "
@@ -1451,24 +1264,20 @@ def main(args: Args):
                   f"disc {metrics['amp/disc_accuracy']:.2f} | style {metrics['amp/style_reward']:.3f}")  # AMP: +2
         if args.save_model and (iteration % args.checkpoint_interval == 0 or iteration == args.num_iterations):
             last_ckpt = run_dir / "checkpoints" / f"ckpt_{iteration:06d}.msgpack"
-            written = write_checkpoint(last_ckpt, runner_state, args, global_step)
-            for old in sorted(last_ckpt.parent.glob("ckpt_*.msgpack"))[:-3]:  # keep the latest three
-                old.unlink()
+            written = write_checkpoint(last_ckpt, runner_state, args, global_step)  # (keeps the latest three)
     bar.close()
     if not lead:  # process 0 evaluates and renders
         return runner_state, run_dir
     if args.verify and args.save_model:  # the checkpoint round trip the resume path relies on
-        restored = restore_runner_state(read_checkpoint(last_ckpt), written, last_ckpt)
-        if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(written))):
-            fail(f"verify: checkpoint {last_ckpt} does not restore the runner state", 1)
-        print(f"verify: checkpoint round trip ok ({last_ckpt.name})")
+        runs.check_round_trip(restore_runner_state(read_checkpoint(last_ckpt), written, last_ckpt), written, last_ckpt)
 
-    params, obs_norm = local_copy((runner_state.params, runner_state.obs_norm))
+    params, obs_norm = runs.local_copy((runner_state.params, runner_state.obs_norm))
     eval_rng = jax.random.PRNGKey(args.seed + 1)
     # AMP: evaluation episodes start at `home`, as in ppo_mjx.py
     env = WildRobotEnv(replace(args, reference_init=0.0)) if env.reference_data is not None else env
-    rollout = make_rollout(env, policy, args.eval_episodes, env.episode_steps)
-    eval_metrics = evaluate(rollout, params, obs_norm, eval_rng)
+    linvel = obs_slices(CRITIC_LAYOUT)["linvel"]  # the deterministic policy on fresh episodes (utils/runs.py)
+    rollout = runs.make_rollout(env, policy, args.eval_episodes, env.episode_steps, linvel)
+    eval_metrics = runs.evaluate(rollout, params, obs_norm, eval_rng)
     logger.log(global_step, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))

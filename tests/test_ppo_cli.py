@@ -12,6 +12,7 @@ from flax import serialization
 
 import ppo_mjx
 from conftest import ROOT, assert_resume_matches, run_script
+from utils import runs
 
 
 def load(path: Path) -> dict:
@@ -101,7 +102,7 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
     # a checkpoint of a runner state with another number of arrays (an older version of the file): nothing is guessed
     n = len(ckpt["leaves"])
     with pytest.raises(SystemExit) as e:
-        ppo_mjx.restore_runner_state(ckpt, [np.zeros(1)] * (n + 1), "old.msgpack")
+        runs.restore_leaves(ckpt, [np.zeros(1)] * (n + 1), [False] * (n + 1), "old.msgpack")
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and f"--resume old.msgpack: {n} arrays where this run has {n + 1}" in err, err
     # and once as a user runs it: exit code 2, one line, no traceback
@@ -112,8 +113,8 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
 
 
 def test_every_args_field_is_read():
-    source = (ROOT / "ppo_mjx.py").read_text()
-    tree = ast.parse(source)
+    """Read in the file or in the run plumbing it hands its Args to (utils/runs.py: the Logger reads the W&B flags)."""
+    tree = ast.parse((ROOT / "ppo_mjx.py").read_text() + (ROOT / "utils" / "runs.py").read_text())
     read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name) and node.value.id == "args"}  # fmt: skip
     read |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)

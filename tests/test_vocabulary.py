@@ -13,7 +13,7 @@ import pytest
 import ppo_amp_mjx
 import ppo_mjx
 from conftest import ROOT
-from utils import cli
+from utils import cli, runs
 
 SOURCES = sorted([*ROOT.glob("*.py"), *(ROOT / "utils").glob("*.py")])
 
@@ -98,13 +98,12 @@ def test_command_flag_takes_a_name_or_three_numbers(capsys):
         assert e.value.code == cli.EXIT_INPUT and err.startswith("error: --command: ") and "\n" not in err
 
 
-@pytest.mark.parametrize("mod", [ppo_mjx, ppo_amp_mjx])
-def test_cpu_hint(mod):
+def test_cpu_hint():
     """A GPU-sized batch on a CPU gets the measured rate, the time left and the CPU setting; nothing otherwise."""
-    hint = mod.cpu_hint("cpu", 2048, 1200.0, 100_000_000)
+    hint = runs.cpu_hint("cpu", 2048, 1200.0, 100_000_000)
     assert hint.startswith("cpu: 1,200 env steps/s at 2048 envs, about 23.1 h to go") and "--num-envs 128" in hint
-    assert "about 14 min to go" in mod.cpu_hint("cpu", 512, 2000.0, 1_700_000)
-    assert mod.cpu_hint("gpu", 8192, 400_000.0, 10**8) is None and mod.cpu_hint("cpu", 256, 2400.0, 10**7) is None
+    assert "about 14 min to go" in runs.cpu_hint("cpu", 512, 2000.0, 1_700_000)
+    assert runs.cpu_hint("gpu", 8192, 400_000.0, 10**8) is None and runs.cpu_hint("cpu", 256, 2400.0, 10**7) is None
 
 
 def test_headless_render_without_mujoco_gl(tmp_path):

@@ -33,17 +33,17 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import jax
 import jax.numpy as jp
 import numpy as np
-import yaml
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import ppo_mjx
+from utils import runs
 from utils.cli import RUNS, fail
 
 INSTALL = "pip install brax==0.14.2"
@@ -123,9 +123,7 @@ def train(args: ppo_mjx.Args):
              "(Brax's minibatches are whole unrolls)")  # fmt: skip
     env = ppo_mjx.WildRobotEnv(args)
     run_dir = Path(RUNS) / f"{args.exp_name}__{args.seed}__{int(time.time())}"  # as ppo_mjx.py names it
-    run_dir.mkdir(parents=True)
-    (run_dir / "args.yaml").write_text(yaml.safe_dump(asdict(args), sort_keys=False))
-    logger = ppo_mjx.Logger(run_dir, args)
+    logger = runs.Logger(run_dir, args)  # the run folder with its args.yaml, as ppo_mjx.py opens it
     print(f"run folder: {run_dir}")
     print(f"brax PPO: {args.num_envs} envs × {args.num_steps} steps = batch {args.batch_size}, "
           f"{args.num_iterations} iterations, on {jax.devices()[0]}")
@@ -166,8 +164,9 @@ def train(args: ppo_mjx.Args):
         full = dict(state=obs, privileged_state=jp.zeros(obs.shape[:-1] + (env.CRITIC_OBS_SIZE,)))
         return infer(full, jax.random.PRNGKey(0))[0], None
 
-    rollout = ppo_mjx.make_rollout(env, policy, args.eval_episodes, env.episode_steps)
-    eval_metrics = ppo_mjx.evaluate(rollout, None, None, jax.random.PRNGKey(args.seed + 1))
+    linvel = ppo_mjx.obs_slices(ppo_mjx.CRITIC_LAYOUT)["linvel"]
+    rollout = runs.make_rollout(env, policy, args.eval_episodes, env.episode_steps, linvel)
+    eval_metrics = runs.evaluate(rollout, None, None, jax.random.PRNGKey(args.seed + 1))
     logger.log(rows[-1]["step"] if rows else 0, eval_metrics, csv_row=False)
     (run_dir / "eval.json").write_text(json.dumps(eval_metrics, indent=2))
     print("eval: " + ", ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))

@@ -17,6 +17,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from utils.cli import fail
+
 
 class RenderError(RuntimeError):
     """No OpenGL context could be made; str(e) is one line with the cause and what to install or set."""
@@ -42,6 +44,15 @@ def headless_gl() -> str:
             errors.append(f"{backend or 'default'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     hint = "install libegl1 (EGL) or libosmesa6 (OSMesa), or set MUJOCO_GL" if not chosen else "check MUJOCO_GL"
     raise RenderError(f"cannot render ({'; '.join(errors)}); {hint}")
+
+
+def require_gl(flag: str):
+    """Before long work that ends in rendering (training with --capture-video, retargeting with --gif): one error line
+    naming `flag` and the cause (exit code 2) if nothing renders here."""
+    try:
+        headless_gl()
+    except RenderError as e:
+        fail(f"{flag}: {e}")
 
 
 def render_qpos(

@@ -328,12 +328,9 @@ def main(argv=None) -> int:
     if args.kinematic and (len(args.bvh) != 1 or args.gif):
         fail("--kinematic takes one BVH file and no --gif")
     if args.gif:
-        from utils.render import RenderError, headless_gl
+        from utils.render import require_gl
 
-        try:
-            headless_gl()
-        except RenderError as err:
-            fail(f"--gif: {err}")
+        require_gl("--gif")
     p = RetargetParams(human_leg=args.human_leg, max_step=args.max_step, min_seconds=args.min_seconds)
     model = load_model(SCENE_FLAT)
     clips = []

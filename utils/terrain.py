@@ -1,4 +1,4 @@
-"""The rough-ground heightfields of the scenes (the height under a point is `ppo_mjx.terrain_height`).
+"""The rough-ground heightfields of the scenes, and the height of one under a point (`heightfield_surface`).
 
     assets/rough_terrain.png   16 × 16 m, 205 × 205 samples (7.8 cm cells), smooth bumps of ±2 cm (a correlation
                                length of 0.3 m): scene_rough.xml, the walking bar's ground
@@ -22,6 +22,7 @@ prisms' contacts), so a sole resting across a ridge is held by those alone.
 import argparse
 from pathlib import Path
 
+import jax.numpy as jp
 import numpy as np
 from PIL import Image
 
@@ -54,6 +55,20 @@ def make_field(half_size: float, samples: int, seed: int, smooth: bool) -> np.nd
     level = np.abs(xs) <= LEVEL_RADIUS_M
     field[np.ix_(level, level)] = 0.5
     return field
+
+
+def heightfield_surface(elevation, size, xy):
+    """Height (...,) over points xy (..., 2) in a heightfield's frame (elevation (nrow, ncol) in [0, 1], size (4,)):
+    each cell is two triangles split along the diagonal (col, row)-(col + 1, row + 1), as MuJoCo collides them."""
+    nrow, ncol = elevation.shape
+    u = (xy[..., 0] + size[0]) / (2 * size[0]) * (ncol - 1)  # fractional column
+    v = (xy[..., 1] + size[1]) / (2 * size[1]) * (nrow - 1)  # fractional row
+    c, r = jp.clip(jp.floor(u), 0, ncol - 2).astype(int), jp.clip(jp.floor(v), 0, nrow - 2).astype(int)
+    fu, fv = jp.clip(u - c, 0.0, 1.0), jp.clip(v - r, 0.0, 1.0)
+    h00, h10, h01, h11 = elevation[r, c], elevation[r, c + 1], elevation[r + 1, c], elevation[r + 1, c + 1]
+    below = h00 + fu * (h10 - h00) + fv * (h11 - h10)  # triangle (c, r), (c+1, r), (c+1, r+1), where fu >= fv
+    above = h00 + fv * (h01 - h00) + fu * (h11 - h01)  # triangle (c, r), (c, r+1), (c+1, r+1)
+    return size[2] * jp.where(fu >= fv, below, above)
 
 
 def write_fields():
