@@ -27,7 +27,7 @@ from flax import serialization
 from utils.checkpoint import FORMAT
 from utils.cli import fail
 
-SIZES = ("obs_size", "critic_obs_size", "action_size")  # the meta entries a resumed run must match
+SIZE_KEYS = ("obs_size", "critic_obs_size", "action_size")  # the meta entries a resumed run must match
 # settings derived, or about one invocation and machine: a resumed or configured run never inherits them
 PER_INVOCATION = ("batch_size", "minibatch_size", "config", "resume", "verify", "num_devices", "coordinator_address",
                   "num_processes", "process_id")  # fmt: skip
@@ -109,7 +109,7 @@ def write_checkpoint(path: Path, meta: dict, policy: dict, leaves: dict, keep: i
 
 def read_checkpoint(path, algo: str, sizes: dict) -> dict:
     """The checkpoint as nested dicts of numpy arrays; one clear error line if it is missing, corrupt, foreign, of
-    the other training file, or made for other observation/action sizes (`sizes`: SIZES -> this env's)."""
+    the other training file, or made for other observation/action sizes (`sizes`: SIZE_KEYS -> this env's)."""
     try:
         payload = serialization.msgpack_restore(Path(path).read_bytes())
         meta = payload["meta"]
@@ -121,7 +121,7 @@ def read_checkpoint(path, algo: str, sizes: dict) -> dict:
         fail(f"--resume {path}: not a resumable {FORMAT} checkpoint")
     if meta.get("algo") != algo:
         fail(f"--resume {path}: a checkpoint of '{meta.get('algo')}', this file trains '{algo}'")
-    saved, expected = tuple(meta.get(k) for k in SIZES), tuple(sizes[k] for k in SIZES)
+    saved, expected = tuple(meta.get(k) for k in SIZE_KEYS), tuple(sizes[k] for k in SIZE_KEYS)
     if saved != expected:
         fail(f"--resume {path}: obs/critic-obs/action sizes {saved} do not match this env's {expected}")
     return payload
