@@ -788,11 +788,11 @@ def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
     return jax.tree.map(lambda x: jp.asarray(x, jp.float32), actor), norm
 
 
-def restore_runner_state(payload: dict, template: RunnerState, path) -> RunnerState:
+def restore_runner_state(payload: dict, template: RunnerState, path, args=None) -> RunnerState:
     """The saved runner state on the host, shaped like `template`; a checkpoint without the envs' state takes the
     template's envs (fresh episodes)."""
     leaves, treedef = jax.tree.flatten(template)
-    return jax.tree.unflatten(treedef, runs.restore_leaves(payload, leaves, env_leaves(template), path))
+    return jax.tree.unflatten(treedef, runs.restore_leaves(payload, leaves, env_leaves(template), path, args))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -917,7 +917,7 @@ def main(args: Args):
         payload = read_checkpoint(args.resume)
         fresh = not payload["meta"].get("env_state", True)  # the envs were left out: new episodes take their place
         template = jax.jit(init)(key) if fresh else shapes
-        runner_state = restore_runner_state(payload, template, args.resume)
+        runner_state = restore_runner_state(payload, template, args.resume, args)
         run_dir, global_step = Path(args.resume).resolve().parent.parent, int(payload["meta"]["global_step"])
         print(f"resuming {run_dir.name} at iteration {int(runner_state.iteration)}, step {global_step}")
     else:

@@ -1,5 +1,6 @@
 """ppo_mjx.py as a user runs it: --verify, resume == uninterrupted, --config, bad input, no dead flags."""
 
+import argparse
 import ast
 from dataclasses import fields
 from pathlib import Path
@@ -105,6 +106,18 @@ def test_bad_files_one_line_nonzero_exit_nothing_written(ppo_verify_run, tmp_pat
         runs.restore_leaves(ckpt, [np.zeros(1)] * (n + 1), [False] * (n + 1), "old.msgpack")
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and f"--resume old.msgpack: {n} arrays where this run has {n + 1}" in err, err
+    # an array of another shape: the settings changed since the checkpoint are named, not guessed at
+    leaves = [np.zeros(np.shape(ckpt["leaves"][str(i)])) for i in range(n)]
+    leaves[-1] = np.zeros((7,) + leaves[-1].shape)
+    args = argparse.Namespace(**ckpt["meta"]["args"] | dict(num_envs=7, num_iterations=9, resume="x.msgpack"))
+    saved = ckpt["meta"]["args"]["num_envs"]
+    for given, says in ((args, f"settings changed since the checkpoint: --num-envs {saved} -> 7, --num-iterations "),
+                        (None, "another version of the file?")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            runs.restore_leaves(ckpt, leaves, [False] * n, "x.msgpack", given)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and f"--resume x.msgpack: array {n - 1} does not fit" in err and says in err, err
+        assert "--resume" not in err.partition("since the checkpoint")[2], err  # per-invocation settings: not named
     # and once as a user runs it: exit code 2, one line, no traceback
     proc = run_script("ppo_mjx.py", *cases[2][0], cwd=tmp_path, timeout=120)
     lines = proc.stderr.strip().splitlines()

@@ -141,9 +141,10 @@ def read_policy(path) -> tuple[dict, dict]:
         fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
 
 
-def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path) -> list[np.ndarray]:
+def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path, args=None) -> list[np.ndarray]:
     """The saved leaves, each checked against and cast like `leaves` (a template's); a checkpoint without the envs'
-    state takes the template's for those (`is_env`: which leaves they are), i.e. fresh episodes."""
+    state takes the template's for those (`is_env`: which leaves they are), i.e. fresh episodes. A leaf that does not
+    fit names the settings (`args`: this run's) that differ from the checkpoint's run."""
     saved = payload["leaves"]
     if not payload["meta"].get("env_state", True):
         saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, is_env)) if env}
@@ -152,8 +153,16 @@ def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path) -> lis
     for i, b in enumerate(leaves):
         if (a := saved.get(str(i))) is None or a.shape != b.shape:
             fail(f"--resume {path}: array {i} does not fit this run ({getattr(a, 'shape', None)} vs {b.shape}; "
-                 f"different --num-envs?)")  # fmt: skip
+                 f"{changed_settings(payload['meta'], args) or 'another version of the file?'})")  # fmt: skip
     return [np.asarray(saved[str(i)], dtype=b.dtype) for i, b in enumerate(leaves)]
+
+
+def changed_settings(meta: dict, args) -> str:
+    """'settings changed since the checkpoint: --a 1 -> 2, ...' for `args` against the run that wrote `meta`, or ''."""
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("args", {}).items()}
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in (vars(args) if args else {}).items()
+               if k in saved and k not in PER_INVOCATION and saved[k] != v]  # fmt: skip
+    return f"settings changed since the checkpoint: {', '.join(changed)}" if changed else ""
 
 
 def check_round_trip(restored, written, path):
