@@ -1,5 +1,6 @@
 """ppo_amp_mjx.py: one feature function for reference and policy, the discriminator, style reward, runs, bad input."""
 
+import importlib.util
 import math
 
 import jax
@@ -281,6 +282,21 @@ def test_verify_run_logs_amp_metrics(amp_verify_run):
         assert name in header, name
     ckpt = load(run_dir / "checkpoints" / "ckpt_000002.msgpack")
     assert ckpt["meta"]["algo"] == "amp"
+
+
+def test_disc_probe_on_a_run_checkpoint(amp_verify_run, capsys):
+    """scripts/amp_disc_probe.py reads the discriminator, normalizer and replay back from a run's checkpoint: it hides
+    the features the run hid (as its start-up line names them) and measures the rest."""
+    spec = importlib.util.spec_from_file_location("amp_disc_probe", ROOT / "scripts" / "amp_disc_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    (r,) = probe.main([str(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")])
+    hidden = amp_verify_run[1].stdout.split("constant in clips): ")[1].splitlines()[0].split(", ")
+    assert r["hidden"] == hidden and len(hidden) == 11 and r["windows"] == 40  # the ring's 40 slots, full
+    assert set(r["saliency"]) == set(r["swap_gain"]) == set(amp.AMP_FEATURE_NAMES) - set(hidden)
+    assert min(r["saliency"].values()) > 0 and math.isclose(sum(r["saliency"].values()), 1.0, rel_tol=1e-6)
+    assert 0 <= r["style_reward_policy"] <= 1 and 0 <= r["style_reward_reference"] <= 1
+    assert "saliency: " in capsys.readouterr().out
 
 
 def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
