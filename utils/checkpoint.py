@@ -30,6 +30,12 @@ FORMAT = "wildrobot-ckpt-1"
 ALGO_MODULES = {"ppo": "ppo_mjx", "amp": "ppo_amp_mjx"}  # meta["algo"] -> the training file that wrote it
 
 
+def saved_settings(args: dict) -> dict:
+    """A run's saved settings (a checkpoint's meta["args"], an args.yaml) as the training files' Args hold them: msgpack
+    and YAML give sequences back as lists, Args has tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+
+
 class CheckpointError(ValueError):
     """A missing, unreadable or foreign checkpoint; str(e) is one line naming the file and the problem."""
 
@@ -145,8 +151,7 @@ def load_policy(path: str | Path) -> Policy:
         raise CheckpointError(f"{file}: another robot: joints {', '.join(joints)} differ from the WildRobot's")
 
     known = {f.name for f in fields(module.Args)}
-    # sequences were stored as lists (msgpack has no tuples): tuples again, as the training file's parse_args reads them
-    args = module.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["args"].items() if k in known})
+    args = module.Args(**{k: v for k, v in saved_settings(meta["args"]).items() if k in known})
     actor = jax.tree.map(lambda x: np.asarray(x, np.float32), actor)
     return Policy(file, meta, args, module, actor, mean, var)
 

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from flax import serialization
 
-from utils.checkpoint import FORMAT
+from utils.checkpoint import FORMAT, saved_settings
 from utils.cli import fail
 
 SIZE_KEYS = ("obs_size", "critic_obs_size", "action_size")  # the meta entries a resumed run must match
@@ -88,7 +88,7 @@ def saved_defaults(default, argv: list[str], algo: str, sizes: dict):
         unknown = sorted(set(values) - {f.name for f in fields(default)})
         if unknown:
             fail(f"{flag} {path}: unknown settings {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k not in PER_INVOCATION}
+        values = {k: v for k, v in saved_settings(values).items() if k not in PER_INVOCATION}
         default = replace(default, **values)
     return default
 
@@ -159,7 +159,7 @@ def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path, args=N
 
 def changed_settings(meta: dict, args) -> str:
     """'settings changed since the checkpoint: --a 1 -> 2, ...' for `args` against the run that wrote `meta`, or ''."""
-    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("args", {}).items()}
+    saved = saved_settings(meta.get("args", {}))
     changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in (vars(args) if args else {}).items()
                if k in saved and k not in PER_INVOCATION and saved[k] != v]  # fmt: skip
     return f"settings changed since the checkpoint: {', '.join(changed)}" if changed else ""
