@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import ppo_amp_mjx as amp  # noqa: E402
+from utils.benchmark import write_atomic  # noqa: E402
 from utils.motions import load_motions  # noqa: E402
 
 
@@ -68,14 +69,12 @@ def main(argv=None):
     for path in cli.checkpoints:
         r = probe(path)
         report.append(r)
-        top = lambda m: ", ".join(f"{n} {m[n]:+.3f}" for n in sorted(m, key=m.get, reverse=True)[:8])  # noqa: E731
+        top = lambda m, fmt: ", ".join(f"{n} {m[n]:{fmt}}" for n in sorted(m, key=m.get, reverse=True)[:8])  # noqa: E731
         print(f"{path} ({r['global_step']:,} steps): style reward {r['style_reward_policy']:.3f} on the replay's "
               f"policy windows, {r['style_reward_reference']:.3f} on the reference's")
-        print("  saliency: " + ", ".join(f"{n} {r['saliency'][n]:.1%}" for n in sorted(
-            r["saliency"], key=r["saliency"].get, reverse=True)[:8]))  # fmt: skip
-        print(f"  swap gain: {top(r['swap_gain'])}")
+        print(f"  saliency: {top(r['saliency'], '.1%')}\n  swap gain: {top(r['swap_gain'], '+.3f')}")
     if cli.json:
-        Path(cli.json).write_text(json.dumps(report, indent=1))
+        write_atomic(Path(cli.json), lambda p: p.write_text(json.dumps(report, indent=1)))
     return report
 
 

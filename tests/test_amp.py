@@ -1,6 +1,7 @@
 """ppo_amp_mjx.py: one feature function for reference and policy, the discriminator, style reward, runs, bad input."""
 
 import importlib.util
+import json
 import math
 
 import jax
@@ -284,13 +285,15 @@ def test_verify_run_logs_amp_metrics(amp_verify_run):
     assert ckpt["meta"]["algo"] == "amp"
 
 
-def test_disc_probe_on_a_run_checkpoint(amp_verify_run, capsys):
+def test_disc_probe_on_a_run_checkpoint(amp_verify_run, tmp_path, capsys):
     """scripts/amp_disc_probe.py reads the discriminator, normalizer and replay back from a run's checkpoint: it hides
     the features the run hid (as its start-up line names them) and measures the rest."""
     spec = importlib.util.spec_from_file_location("amp_disc_probe", ROOT / "scripts" / "amp_disc_probe.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
-    (r,) = probe.main([str(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")])
+    ckpt = amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack"
+    (r,) = probe.main([str(ckpt), "--json", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text()) == [r]
     hidden = amp_verify_run[1].stdout.split("constant in clips): ")[1].splitlines()[0].split(", ")
     assert r["hidden"] == hidden and len(hidden) == 11 and r["windows"] == 40  # the ring's 40 slots, full
     assert set(r["saliency"]) == set(r["swap_gain"]) == set(amp.AMP_FEATURE_NAMES) - set(hidden)
