@@ -52,9 +52,8 @@ def probe(path: str, samples: int = 5000, seed: int = 0) -> dict:
         x = pol.copy()
         x[:, i::d] = ref_draw[:, i::d]
         swap[amp.AMP_FEATURE_NAMES[i]] = float(reward(x)) - base
-    names = [amp.AMP_FEATURE_NAMES[i] for i in np.flatnonzero(varied)]
-    share = {n: float(per_feature[i] / per_feature.sum()) for i, n in enumerate(amp.AMP_FEATURE_NAMES) if n in names}
-    hidden = [n for n in amp.AMP_FEATURE_NAMES if n not in names]
+    share = {amp.AMP_FEATURE_NAMES[i]: float(per_feature[i] / per_feature.sum()) for i in np.flatnonzero(varied)}
+    hidden = [n for n, v in zip(amp.AMP_FEATURE_NAMES, varied) if not v]
     return dict(checkpoint=path, global_step=int(payload["meta"]["global_step"]), windows=len(pol), hidden=hidden,
                 style_reward_policy=base, style_reward_reference=float(reward(ref_draw)), saliency=share,
                 swap_gain=swap)  # fmt: skip
