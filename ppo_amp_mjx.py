@@ -30,6 +30,7 @@ import optax
 import tyro
 from flax import serialization, struct
 from jax.experimental import multihost_utils
+from jax.scipy.spatial.transform import Rotation  # AMP: quaternions to matrices in amp_features
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
@@ -41,7 +42,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp pac
     from mujoco import mjx
 
 from utils.kinematics import feet_kinematics  # AMP: the reference clips' sole kinematics
-from utils.motions import MotionFileError, gait_phase, load_motions  # AMP: their safe loader (never unpickles), clock
+from utils.motions import gait_phase, load_motions, load_motions_or_exit  # AMP: safe loaders (no unpickling), clock
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 # AMP: D AMP feature dim (41), k frames per discriminator sample (--disc-history), P reference pairs, R replay size
@@ -194,6 +195,8 @@ class Args:
     """share of training episodes that start from a random reference frame instead of `home` (evaluation: none)"""
     feature_min_std: float = 5e-3
     """features whose std over the reference clips is below this are hidden from the discriminator (0: none)"""
+    disc_feature_weights: tuple[str, ...] = ()
+    """NAME=W scales a feature's input to the discriminator (AMP_FEATURE_NAMES, e.g. left_foot_z=3): where it looks"""
 
     # to be filled in at runtime
     batch_size: int = 0
@@ -263,10 +266,7 @@ def finalize_args(args: Args) -> Args:
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0 or args.disc_history < 2:
         fail(f"--reference-init must be in [0, 1], --feature-min-std >= 0 and --disc-history >= 2, got "
              f"{args.reference_init}, {args.feature_min_std} and {args.disc_history}")  # fmt: skip
-    try:
-        motions = load_motions(motion_path(args.motion_file))
-    except MotionFileError as e:
-        fail(f"--motion-file {e}")
+    motions = load_motions_or_exit(motion_path(args.motion_file), "--motion-file")
     if abs(motions.fps * CTRL_DT - 1) > 1e-6:  # (s, s') pairs must be one control step apart
         fail(f"--motion-file {args.motion_file}: {motions.fps:g} fps, the policy acts at {1 / CTRL_DT:g} Hz")
     if max(motions.clip_lengths) < args.disc_history:
@@ -450,7 +450,6 @@ class WildRobotEnv:
         if args.amp_weight > 0 and args.reference_init > 0:
             motions = load_motions(motion_path(args.motion_file))
             frames = np.concatenate([np.arange(s, s + n) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
-            clips = np.repeat(np.arange(len(motions.clip_names)), motions.clip_lengths)  # clip of each of `frames`
             qpos, qvel = motions.qpos[frames].copy(), motions.qvel[frames]
             qpos[:, :2] = m.key_qpos[m.keyframe("home").id][:2]
             d, kept = mujoco.MjData(m), {"site_xpos": [], "site_xmat": [], "sensordata": []}
@@ -459,7 +458,7 @@ class WildRobotEnv:
                 mujoco.mj_forward(m, d)
                 for k, rows in kept.items():
                     rows.append(getattr(d, k).copy())
-            self.reference_command = jp.asarray(motions.clip_commands[clips], jp.float32)
+            self.reference_command = jp.asarray(np.repeat(motions.clip_commands, motions.clip_lengths, 0), jp.float32)
             self.reference_phase = jp.asarray(np.concatenate([gait_phase(m, motions.qpos[s : s + n], motions.fps,
                 GAIT_FREQUENCY) for s, n in zip(motions.clip_starts, motions.clip_lengths)]))  # fmt: skip
             shape = lambda k: (len(frames), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
@@ -878,15 +877,6 @@ def explained_variance(values, returns, axis_name=None):
 
 
 # AMP: features, discriminator, its loss and the style reward
-def quat_to_mat(q):  # (..., 4) wxyz -> (..., 3, 3)
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return jp.stack([
-        jp.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        jp.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        jp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)  # fmt: skip
-
-
 def amp_features(qpos, qvel, feet_pos):
     """AMP features of states (…, 18), (…, 17), feet sites (…, 2, 3) -> (…, D = 41). Used for BOTH reference and policy.
 
@@ -894,7 +884,7 @@ def amp_features(qpos, qvel, feet_pos):
     velocity in the heading frame (3 + 3), joint positions (11) and velocities (11), feet relative to the root in the
     heading frame (6). The heading frame (yaw only) makes the features invariant to where the robot faces.
     """
-    rot = quat_to_mat(qpos[..., 3:7])  # (…, 3, 3) root to world
+    rot = Rotation.from_quat(jp.roll(qpos[..., 3:7], -1, -1)).as_matrix()  # (…, 3, 3) root to world (wxyz -> xyzw)
     yaw = jp.arctan2(rot[..., 1, 0], rot[..., 0, 0])
     c, s = jp.cos(yaw), jp.sin(yaw)
     zero, one = jp.zeros_like(c), jp.ones_like(c)
@@ -917,6 +907,18 @@ AMP_FEATURE_NAMES = ("root_z", *(f"{a}_{c}" for a in ("tangent", "normal", "lin_
                      *(f"{side}_foot_{c}" for side in ("left", "right") for c in "xyz"))  # fmt: skip
 
 
+def disc_input_weights(args: Args, ref_frames) -> np.ndarray:  # (P, D) reference features -> (D,)
+    """Each feature's input scale: 0 (hidden) if constant in the clips (it only tells kinematics from physics), else
+    its --disc-feature-weights weight, 1 if not named: where the discriminator looks and the style reward pulls."""
+    w = ((np.asarray(ref_frames).std(0) > args.feature_min_std) | (args.feature_min_std == 0)).astype(np.float32)
+    for item in args.disc_feature_weights:
+        name, _, value = item.rpartition("=")
+        if name not in AMP_FEATURE_NAMES or not value.replace(".", "", 1).isdigit() or float(value) == 0:
+            fail(f"--disc-feature-weights {item}: expected NAME=WEIGHT, NAME in AMP_FEATURE_NAMES and a weight > 0")
+        w[AMP_FEATURE_NAMES.index(name)] *= float(value)
+    return w
+
+
 class Discriminator(nn.Module):
     hidden: tuple = (512, 256)
 
@@ -932,8 +934,7 @@ def gradient_penalty(disc_fn, x):
 
 
 def ring_insert(buffer, next_slot, stored, rows):  # AMP: the replay buffer
-    """Write rows (K, ...) into the ring buffer (R, ...) from next_slot on, wrapping; returns the buffer, the next slot
-    and the filled count (saturating at R, so it never overflows however long the run)."""
+    """Rows (K, ...) into the ring (R, ...) from next_slot on, wrapping -> the ring, next slot, filled count (≤ R)."""
     size, k = buffer.shape[0], rows.shape[0]
     buffer = buffer.at[(next_slot + jp.arange(k)) % size].set(rows)
     return buffer, (next_slot + k) % size, jp.minimum(stored + k, size)
@@ -1050,16 +1051,16 @@ def make_train(args: Args, env: WildRobotEnv):
     motions = load_motions(motion_path(args.motion_file))
     ref_pairs = jp.asarray(reference_pairs(env, motions, args.disc_history))  # (P, kD)
     feat_dim = ref_pairs.shape[-1] // args.disc_history
-    # AMP: features constant in the clips (a level pelvis, a still waist) only tell kinematics from physics: hidden
-    varied = (np.asarray(ref_pairs[:, :feat_dim]).std(0) > args.feature_min_std) | (args.feature_min_std == 0)  # (D,)
-    if not varied.any():
+    weights = np.tile(disc_input_weights(args, ref_pairs[:, :feat_dim]), args.disc_history)  # AMP: (kD,) every frame
+    if not weights.any():
         fail(f"--motion-file {args.motion_file}: no feature varies by over --feature-min-std {args.feature_min_std:g}")
-    seen = np.tile(varied, args.disc_history)  # every frame of a window
-    disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen]  # noqa: E731
+    seen = weights > 0  # only these reach the discriminator, scaled by their weights
+    disc_inputs = lambda norm, pairs: normalize_pairs(norm, pairs)[..., seen] * weights[seen]  # noqa: E731
     disc_apply = lambda p, x: Discriminator().apply({"params": p}, x)  # noqa: E731
     disc_optimizer = optax.adam(args.disc_learning_rate)
+    hidden = ", ".join(np.array(AMP_FEATURE_NAMES)[~seen[:feat_dim]]) or "none"
     print(f"reference: {len(motions.clip_names)} clips, {len(ref_pairs)} windows of {args.disc_history} frames; hidden "
-          f"from the discriminator (constant in clips): {', '.join(np.array(AMP_FEATURE_NAMES)[~varied]) or 'none'}")
+          f"from the discriminator (constant in clips): {hidden}")
 
     def init(rng) -> RunnerState:
         rng, k_actor, k_critic, k_env = jax.random.split(rng, 4)

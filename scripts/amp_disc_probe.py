@@ -6,7 +6,8 @@ policy windows), on up to 5,000 policy windows from the replay:
             style reward's gradient pushes the policy
   swap      the mean style reward gained when one feature, in every frame, takes the values of a random reference
             window (the rest of the policy window kept): the feature alone mended
-Features hidden from the discriminator (--feature-min-std) have neither.
+Features hidden from the discriminator (--feature-min-std) have neither; a run's --disc-feature-weights are applied
+as in training (the saliency stays per normalizer unit: the chain rule multiplies each weight in).
 
     python scripts/amp_disc_probe.py runs/amp__1__0/checkpoints/ckpt_004800.msgpack [...] [--json probe.json]
 """
@@ -34,17 +35,17 @@ def probe(path: str, samples: int = 5000, seed: int = 0) -> dict:
     ref = amp.reference_pairs(env, load_motions(amp.motion_path(args.motion_file)), args.disc_history)
     k = args.disc_history
     d = ref.shape[-1] // k
-    varied = (ref[:, :d].std(0) > args.feature_min_std) | (args.feature_min_std == 0)  # as make_train hides them
-    seen = np.tile(varied, k)
+    weights = np.tile(amp.disc_input_weights(args, ref[:, :d]), k)  # the scales (0: hidden) make_train gives them
+    seen, varied = weights > 0, weights[:d] > 0
     rng = np.random.default_rng(seed)
     pol = np.asarray(rs.replay)[: int(rs.replay_stored)]
     pol = pol[rng.choice(len(pol), min(len(pol), samples), replace=False)]
     ref_draw = ref[rng.choice(len(ref), len(pol))]
     logit = lambda x: amp.Discriminator().apply({"params": rs.disc_params}, x)  # noqa: E731  normalized, seen
-    normalize = lambda pairs: amp.normalize_pairs(rs.amp_norm, pairs)[..., seen]  # noqa: E731
+    normalize = lambda pairs: amp.normalize_pairs(rs.amp_norm, pairs)[..., seen] * weights[seen]  # noqa: E731
     reward = jax.jit(lambda pairs: amp.style_reward(logit(normalize(pairs)), args.disc_loss).mean())
     grads = np.zeros(ref.shape[-1])
-    grads[seen] = np.abs(np.asarray(jax.jit(jax.vmap(jax.grad(logit)))(normalize(pol)))).mean(0)
+    grads[seen] = np.abs(np.asarray(jax.jit(jax.vmap(jax.grad(logit)))(normalize(pol)))).mean(0) * weights[seen]
     per_feature = grads.reshape(k, d).sum(0)
     base = float(reward(pol))
     swap = {}

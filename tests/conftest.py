@@ -94,7 +94,9 @@ def ppo_verify_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def amp_verify_run(tmp_path_factory):
-    """`python ppo_amp_mjx.py --verify --disc-history 3 --shaping-terms feet_phase` with the default AMP weights: the
-    run folder. A history of 3 frames, so the resume test also checks that each env's feature history comes back; a
-    tuple setting, so it checks that settings of every kind go through the checkpoint."""
-    return verify_run("ppo_amp_mjx.py", tmp_path_factory, "--disc-history", "3", "--shaping-terms", "feet_phase")
+    """`python ppo_amp_mjx.py --verify --disc-history 3 --shaping-terms feet_phase --disc-feature-weights ...` with the
+    default AMP weights: the run folder. A history of 3 frames, so the resume test also checks that each env's feature
+    history comes back; tuple settings, so it checks that settings of every kind go through the checkpoint; weighted
+    features, so the discriminator's weighted inputs run through training, resume and the probe."""
+    return verify_run("ppo_amp_mjx.py", tmp_path_factory, "--disc-history", "3", "--shaping-terms", "feet_phase",
+                      "--disc-feature-weights", "left_foot_z=3", "right_knee_pos=0.5")  # fmt: skip

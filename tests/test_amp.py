@@ -226,6 +226,40 @@ def test_amp_features_heading_invariant():
     np.testing.assert_allclose(a, b, atol=1e-5)  # every feature, orientation columns included
 
 
+def test_amp_features_orientation_hand_worked():
+    """A root pitched by θ about y (wxyz quaternion (cos θ/2, 0, sin θ/2, 0)) has the rotation [[c, 0, s], [0, 1, 0],
+    [-s, 0, c]]: its tangent column is (c, 0, -s), its normal column (s, 0, c); a yaw on top changes neither."""
+    theta, yaw = 0.3, 1.2
+    pitch = np.array([math.cos(theta / 2), 0, math.sin(theta / 2), 0])
+    turn = np.array([math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)])
+    turned = np.array([turn[0] * pitch[0], -turn[3] * pitch[2], turn[0] * pitch[2], turn[3] * pitch[0]])  # turn ⊗ pitch
+    for quat in (pitch, turned):
+        qpos = np.zeros(18, np.float32)
+        qpos[2], qpos[3:7] = 0.45, quat
+        f = np.asarray(amp.amp_features(jp.asarray(qpos), jp.zeros(17), jp.zeros((2, 3))))
+        c, s = math.cos(theta), math.sin(theta)
+        np.testing.assert_allclose(f[1:7], [c, 0, -s, s, 0, c], atol=1e-6)
+
+
+def test_disc_input_weights_hide_constant_features_and_scale_named_ones(capsys):
+    names = list(amp.AMP_FEATURE_NAMES)
+    frames = np.random.default_rng(0).normal(size=(50, len(names)))
+    frames[:, names.index("waist_yaw_pos")] = 0.1  # constant in the clips: hidden by the default --feature-min-std
+    args = amp.Args(disc_feature_weights=("left_foot_z=3", "right_knee_pos=0.5"))
+    expected = np.ones(len(names))
+    expected[[names.index("waist_yaw_pos"), names.index("left_foot_z"), names.index("right_knee_pos")]] = 0, 3, 0.5
+    np.testing.assert_array_equal(amp.disc_input_weights(args, frames), expected)
+    assert amp.disc_input_weights(amp.Args(feature_min_std=0), frames).min() == 1  # every feature shown, at 1
+    assert amp.parse_args(["--disc-feature-weights", "left_foot_z=3", "right_foot_z=3"]).disc_feature_weights == (
+        "left_foot_z=3", "right_foot_z=3")
+    for bad in ("left_foot=3", "left_foot_z", "left_foot_z=-1", "left_foot_z=0", "left_foot_z=x", "=2"):
+        with pytest.raises(SystemExit) as e:
+            amp.disc_input_weights(amp.Args(disc_feature_weights=(bad,)), frames)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err == (f"error: --disc-feature-weights {bad}: expected NAME=WEIGHT, NAME in "
+                                             "AMP_FEATURE_NAMES and a weight > 0"), err
+
+
 def test_style_reward_hand_worked():
     d = jp.array([1.0, -1.0, 0.0, 2.0, 3.0])
     # 1 - 0.25 (d - 1)²: d=1 -> 1; d=-1 -> 0; d=0 -> 0.75; d=2 -> 0.75; d=3 -> max(0, 0) = 0
@@ -313,6 +347,7 @@ def test_resume_matches_uninterrupted(amp_verify_run, tmp_path):
     assert_resume_matches("ppo_amp_mjx.py", amp_verify_run[0], tmp_path)
     resumed = amp.parse_args(["--resume", str(amp_verify_run[0] / "checkpoints" / "ckpt_000002.msgpack")])
     assert resumed.shaping_terms == ("feet_phase",)  # a tuple setting comes back a tuple (msgpack stores a list)
+    assert resumed.disc_feature_weights == ("left_foot_z=3", "right_knee_pos=0.5")
 
 
 def test_ring_insert_wraps_and_saturates():

@@ -172,6 +172,14 @@ def load_motions(paths: str | Path | list) -> Motions:
     )
 
 
+def load_motions_or_exit(paths, flag: str = "") -> Motions:
+    """load_motions for the command-line programs: a bad file ends the program with its one-line error after `flag`."""
+    try:
+        return load_motions(paths)
+    except MotionFileError as e:
+        fail(f"{flag} {e}".strip())
+
+
 def save_motions(path, fps, qpos, qvel, clip_names, clip_starts, clip_lengths, clip_commands, joint_names=JOINT_NAMES):
     """Write a motion file atomically (temp file + os.replace), float32, compressed; then validate it."""
     path = Path(path)
