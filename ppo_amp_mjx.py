@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from utils import runs, terrain
-from utils.cli import fail
+from utils.cli import fail, name_values
 
 with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
     from mujoco import mjx
@@ -113,6 +113,8 @@ class Args:
     """half of the episodes apply the action one control step late"""
     gait_clock: Literal["fixed", "command"] = "fixed"
     """the gait clock's rate: GAIT_FREQUENCY always, or the reference gait's cadence for the commanded speed"""
+    reward_scales: tuple[str, ...] = ()
+    """NAME=S sets a task term's scale in place of its REWARD_SCALES entry (e.g. feet_air_time=2; 0: the term is off)"""
 
     # Algorithm
     total_timesteps: int = 100_000_000
@@ -245,6 +247,7 @@ def finalize_args(args: Args) -> Args:
         fail(f"--init-std {args.init_std} is below --min-std {args.min_std} (the floor would pin the std there)")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
+    name_values(args.reward_scales, REWARD_SCALES, "--reward-scales")  # one line here if an item is bad
     if args.init_policy and not args.resume:  # a resumed run has its actor in the checkpoint
         read_policy(args.init_policy, args)
     if args.capture_video:  # rendering is a tool: check it works here (headless too) before hours of training
@@ -407,7 +410,8 @@ class WildRobotEnv:
         # AMP: a style reward takes over the gait-shaping terms that --shaping-terms does not keep (without: PPO's)
         kept = args.shaping_terms if args.amp_weight > 0 else set(SHAPING_TERMS) - {"feet_height"}
         self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in kept} | (
-            dict(ang_vel_xy=-args.tilt_rate_weight) if args.amp_weight > 0 else {})
+            dict(ang_vel_xy=-args.tilt_rate_weight) if args.amp_weight > 0 else {}) | name_values(
+            args.reward_scales, REWARD_SCALES, "--reward-scales")
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         device = jax.local_devices()[0]  # this process's (MJX's default is jax.devices()[0], another host's)
@@ -911,11 +915,8 @@ def disc_input_weights(args: Args, ref_frames) -> np.ndarray:  # (P, D) referenc
     """Each feature's input scale: 0 (hidden) if constant in the clips (it only tells kinematics from physics), else
     its --disc-feature-weights weight, 1 if not named: where the discriminator looks and the style reward pulls."""
     w = ((np.asarray(ref_frames).std(0) > args.feature_min_std) | (args.feature_min_std == 0)).astype(np.float32)
-    for item in args.disc_feature_weights:
-        name, _, value = item.rpartition("=")
-        if name not in AMP_FEATURE_NAMES or not value.replace(".", "", 1).isdigit() or float(value) == 0:
-            fail(f"--disc-feature-weights {item}: expected NAME=WEIGHT, NAME in AMP_FEATURE_NAMES and a weight > 0")
-        w[AMP_FEATURE_NAMES.index(name)] *= float(value)
+    named = name_values(args.disc_feature_weights, AMP_FEATURE_NAMES, "--disc-feature-weights", positive=True)
+    w[[AMP_FEATURE_NAMES.index(name) for name in named]] *= list(named.values())
     return w
 
 

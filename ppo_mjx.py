@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from utils import runs, terrain
-from utils.cli import fail
+from utils.cli import fail, name_values
 
 with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp package, mjx prints two import failures
     from mujoco import mjx
@@ -110,6 +110,8 @@ class Args:
     """half of the episodes apply the action one control step late"""
     gait_clock: Literal["fixed", "command"] = "fixed"
     """the gait clock's rate: GAIT_FREQUENCY always, or the reference gait's cadence for the commanded speed"""
+    reward_scales: tuple[str, ...] = ()
+    """NAME=S sets a task term's scale in place of its REWARD_SCALES entry (e.g. feet_air_time=2; 0: the term is off)"""
 
     # Algorithm
     total_timesteps: int = 100_000_000
@@ -194,6 +196,7 @@ def finalize_args(args: Args) -> Args:
         fail(f"--init-std {args.init_std} is below --min-std {args.min_std} (the floor would pin the std there)")
     if not (ROOT / args.scene).is_file():
         fail(f"--scene {args.scene}: no such file")
+    name_values(args.reward_scales, REWARD_SCALES, "--reward-scales")  # one line here if an item is bad
     if args.init_policy and not args.resume:  # a resumed run has its actor in the checkpoint
         read_policy(args.init_policy, args)
     if args.capture_video:  # rendering is a tool: check it works here (headless too) before hours of training
@@ -327,7 +330,7 @@ class WildRobotEnv:
 
     def __init__(self, args: Args):
         self.args = args
-        self.reward_scales = REWARD_SCALES
+        self.reward_scales = REWARD_SCALES | name_values(args.reward_scales, REWARD_SCALES, "--reward-scales")
         self.mj_model = mujoco.MjModel.from_xml_path(str(ROOT / args.scene))
         self.n_substeps = round(CTRL_DT / self.mj_model.opt.timestep)
         device = jax.local_devices()[0]  # this process's (MJX's default is jax.devices()[0], another host's)

@@ -140,6 +140,19 @@ def test_shaping_terms_flag_keeps_the_named_task_terms():
     assert plain == ppo.REWARD_SCALES | {"feet_height": 0.0}
 
 
+def test_reward_scales_flag_sets_the_named_terms_last():
+    """--reward-scales overrides REWARD_SCALES in both files, after --shaping-terms and --tilt-rate-weight (a term a
+    style reward switched off comes back when named), and changes nothing else."""
+    plain = ppo.WildRobotEnv(ppo.Args(reward_scales=("feet_air_time=2", "stand_still=0"))).reward_scales
+    assert plain == ppo.REWARD_SCALES | {"feet_air_time": 2.0, "stand_still": 0.0}
+    base = amp.WildRobotEnv(amp.Args(shaping_terms=("feet_height",), tilt_rate_weight=1.0)).reward_scales
+    scales = ("feet_height=30", "feet_phase=0.5", "ang_vel_xy=-2")
+    scaled = amp.WildRobotEnv(amp.Args(shaping_terms=("feet_height",), tilt_rate_weight=1.0, reward_scales=scales))
+    scaled = scaled.reward_scales
+    assert scaled == base | {"feet_height": 30.0, "feet_phase": 0.5, "ang_vel_xy": -2.0} and base["feet_phase"] == 0
+    assert amp.parse_args(["--reward-scales", "feet_height=30"]).reward_scales == ("feet_height=30",)
+
+
 def test_tilt_rate_weight_scales_the_pelvis_rate_penalty_with_a_style_reward():
     steady = amp.WildRobotEnv(amp.Args(tilt_rate_weight=1.0)).reward_scales
     assert steady["ang_vel_xy"] == -1.0 and amp.Args().tilt_rate_weight == -ppo.REWARD_SCALES["ang_vel_xy"]
@@ -256,8 +269,9 @@ def test_disc_input_weights_hide_constant_features_and_scale_named_ones(capsys):
         with pytest.raises(SystemExit) as e:
             amp.disc_input_weights(amp.Args(disc_feature_weights=(bad,)), frames)
         err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and err == (f"error: --disc-feature-weights {bad}: expected NAME=WEIGHT, NAME in "
-                                             "AMP_FEATURE_NAMES and a weight > 0"), err
+        assert e.value.code == 2 and err.startswith(f"error: --disc-feature-weights {bad}: expected NAME=VALUE with "
+                                                    "NAME one of root_z, tangent_x, ") and "\n" not in err, err
+        assert err.endswith("right_foot_z and VALUE > 0"), err
 
 
 def test_style_reward_hand_worked():

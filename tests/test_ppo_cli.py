@@ -70,6 +70,8 @@ def test_config_reproduces_and_flags_override(ppo_verify_run):
     (["--scene", "nope.xml"], "--scene nope.xml: no such file"),
     (["--num-devices", "2"], "--num-devices 2: 1 process(es) with 1 cpu device(s) each"),
     (["--num-devices", "0"], "--num-devices 0: 1 process(es)"),
+    (["--reward-scales", "feet_slip=-1", "feet=2"], "--reward-scales feet=2: expected NAME=VALUE with NAME one of "
+                                                    "tracking_lin_vel, tracking_ang_vel, "),
 ])  # fmt: skip
 def test_bad_flags_fail_before_compile(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

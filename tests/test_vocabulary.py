@@ -98,6 +98,23 @@ def test_command_flag_takes_a_name_or_three_numbers(capsys):
         assert e.value.code == cli.EXIT_INPUT and err.startswith("error: --command: ") and "\n" not in err
 
 
+def test_name_value_flags_parse_or_name_the_choices(capsys):
+    """NAME=VALUE items (--reward-scales, --disc-feature-weights): numbers of any sign unless positive is asked for, a
+    later item for the same NAME wins; anything else is one error line that lists the names, as argparse does."""
+    names = ("feet_phase", "stand_still")
+    assert cli.name_values(("feet_phase=2", "stand_still=-0.5", "feet_phase=3e-1"), names, "--x") == {
+        "feet_phase": 0.3, "stand_still": -0.5}
+    assert cli.name_values((), names, "--x") == {} and cli.name_values(("stand_still=.5",), names, "--x", True) == {
+        "stand_still": 0.5}
+    cases = [(bad, False) for bad in ("feet=2", "feet_phase", "feet_phase=x", "=1", "feet_phase=nan", "feet_phase=1=2")]
+    for bad, positive in cases + [("feet_phase=0", True), ("stand_still=-1", True)]:
+        with pytest.raises(SystemExit) as e:
+            cli.name_values(("feet_phase=1", bad), names, "--x", positive)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == cli.EXIT_INPUT and err == (f"error: --x {bad}: expected NAME=VALUE with NAME one of "
+                                                          "feet_phase, stand_still" + " and VALUE > 0" * positive), err
+
+
 def test_cpu_hint():
     """A GPU-sized batch on a CPU gets the measured rate, the time left and the CPU setting; nothing otherwise."""
     hint = runs.cpu_hint("cpu", 2048, 1200.0, 100_000_000)

@@ -71,6 +71,20 @@ def fail(message: str, code: int = EXIT_INPUT):
     raise SystemExit(code)
 
 
+def name_values(items, names, flag: str, positive: bool = False) -> dict[str, float]:
+    """A flag's NAME=VALUE items -> {NAME: VALUE} (a later NAME replaces an earlier one); one error line, naming the
+    choices as argparse does, unless every NAME is one of names and every VALUE a number (> 0 if positive)."""
+    values = {}
+    for item in items:
+        name, _, value = item.rpartition("=")
+        if name not in names or not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", value) or (
+            positive and float(value) <= 0):
+            fail(f"{flag} {item}: expected NAME=VALUE with NAME one of {', '.join(names)}"
+                 + (" and VALUE > 0" if positive else ""))
+        values[name] = float(value)
+    return values
+
+
 def command_arg(values: list[str], flag: str = "--command") -> tuple[float, float, float]:
     """--command NAME or --command VX VY YAW -> (vx, vy, yaw rate); one error line otherwise."""
     try:
