@@ -42,7 +42,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # without the optional warp pac
     from mujoco import mjx
 
 from utils.kinematics import feet_kinematics  # AMP: the reference clips' sole kinematics
-from utils.motions import gait_phase, load_motions, load_motions_or_exit  # AMP: safe loaders (no unpickling), clock
+from utils.motions import load_motions, load_motions_or_exit, reference_states  # AMP: safe loaders (no unpickling)
 
 # Shapes: T num_steps, N num_envs, B = T·N, M minibatch size, O actor obs dim, C critic obs dim, A action dim (11)
 # AMP: D AMP feature dim (41), k frames per discriminator sample (--disc-history), P reference pairs, R replay size
@@ -165,8 +165,9 @@ class Args:
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
-    shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "feet_height", "stand_still"], ...] = ()
-    """gait-shaping task terms (SHAPING_TERMS) kept with a style reward, which replaces the rest (feet_height: AMP's)"""
+    shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "feet_height", "stand_still", "stand_motion"], ...] = ()
+    """gait-shaping terms (SHAPING_TERMS) kept with a style reward, which replaces the rest (feet_height, stand_motion:
+    AMP's own)"""
     waist_weight: float = 20.0
     """waist yaw's `pose` weight with a style reward (ppo_mjx.py: 1.0): clips with a still waist hide it (1 if not)"""
     tilt_rate_weight: float = 0.05
@@ -318,11 +319,12 @@ REWARD_SCALES = dict(  # Playground-style: reward = dt · Σ scale · term
     feet_phase=1.0,  # exp(-Σ (z_foot - z_target(phase))² / 0.001): alternate swing feet to the gait clock
     pose=-0.5,  # Σ w (q - q_default)², strongest on hip roll and waist yaw
     stand_still=-1.0,  # Σ |q - q_default| when the command is zero
+    stand_motion=-0.2,  # AMP: Σ |q̇| when the command is zero: stand still in the pose the clips stand in, not `home`
     alive=1.0,  # 1 per step not fallen
     termination=-10.0,  # 1 on a fall
 )
 # AMP: task terms that prescribe a gait (swing clock, air time, standing in `home`); here the reference motions do that
-SHAPING_TERMS = ("feet_phase", "feet_air_time", "feet_height", "stand_still")
+SHAPING_TERMS = ("feet_phase", "feet_air_time", "feet_height", "stand_still", "stand_motion")
 # domain randomization, per episode: (low, high, how the draw applies to the nominal value)
 RANDOMIZATION = dict(friction=(0.4, 1.0, "set"), mass_scale=(0.9, 1.1, "set"), torso_mass=(-0.2, 0.3, "set"),
                      frictionloss=(0.5, 2.0, "scale"), armature=(1.0, 1.1, "scale"), damping=(0.8, 1.2, "scale"),
@@ -408,7 +410,7 @@ class WildRobotEnv:
     def __init__(self, args: Args):
         self.args = args
         # AMP: a style reward takes over the gait-shaping terms that --shaping-terms does not keep (without: PPO's)
-        kept = args.shaping_terms if args.amp_weight > 0 else set(SHAPING_TERMS) - {"feet_height"}
+        kept = args.shaping_terms if args.amp_weight > 0 else set(SHAPING_TERMS) - {"feet_height", "stand_motion"}
         self.reward_scales = REWARD_SCALES | {k: 0.0 for k in SHAPING_TERMS if k not in kept} | (
             dict(ang_vel_xy=-args.tilt_rate_weight) if args.amp_weight > 0 else {}) | name_values(
             args.reward_scales, REWARD_SCALES, "--reward-scales")
@@ -448,26 +450,15 @@ class WildRobotEnv:
         # the data every reset starts from (forward kinematics of `home` done once, here)
         data = mjx.put_data(m, mujoco.MjData(m), device, impl="jax").replace(qpos=self.home_qpos)
         self.init_data = jax.jit(mjx.forward)(self.model, data)  # jitted: ~5x faster than eager on a CPU
-        # AMP: reference state initialization: the clip frames (pelvis over home's xy), their clip's command, their
-        # gait clock, their sites and sensors by one MuJoCo forward each (reset then needs no forward pass)
+        # AMP: reference state initialization: the clip frames (pelvis over home's xy) with their sites and sensors,
+        # clip command and gait clock (reset then needs no forward pass)
         self.reference_data = None
         if args.amp_weight > 0 and args.reference_init > 0:
             motions = load_motions(motion_path(args.motion_file))
-            frames = np.concatenate([np.arange(s, s + n) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
-            qpos, qvel = motions.qpos[frames].copy(), motions.qvel[frames]
-            qpos[:, :2] = m.key_qpos[m.keyframe("home").id][:2]
-            d, kept = mujoco.MjData(m), {"site_xpos": [], "site_xmat": [], "sensordata": []}
-            for q, v in zip(qpos, qvel):
-                d.qpos[:], d.qvel[:], d.ctrl[:] = q, v, np.asarray(self.default_pose)
-                mujoco.mj_forward(m, d)
-                for k, rows in kept.items():
-                    rows.append(getattr(d, k).copy())
-            self.reference_command = jp.asarray(np.repeat(motions.clip_commands, motions.clip_lengths, 0), jp.float32)
-            self.reference_phase = jp.asarray(np.concatenate([gait_phase(m, motions.qpos[s : s + n], motions.fps,
-                GAIT_FREQUENCY) for s, n in zip(motions.clip_starts, motions.clip_lengths)]))  # fmt: skip
-            shape = lambda k: (len(frames), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
-            self.reference_data = {k: jp.asarray(np.array(v), jp.float32).reshape(shape(k))
-                                   for k, v in (kept | {"qpos": qpos, "qvel": qvel}).items()}  # fmt: skip
+            states, command, phase = reference_states(m, motions, np.asarray(self.default_pose), GAIT_FREQUENCY)
+            self.reference_command, self.reference_phase = jp.asarray(command, jp.float32), jp.asarray(phase)
+            shape = lambda k: (len(phase), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
+            self.reference_data = {k: jp.asarray(v).reshape(shape(k)) for k, v in states.items()}
 
     # --- randomization -------------------------------------------------------------------------------------------
     def sample_randomization(self, rng) -> Randomization:
@@ -694,6 +685,7 @@ class WildRobotEnv:
             feet_height=jp.sum((jp.minimum(info.swing_peak / SWING_HEIGHT, 1) - 0.5) * first_contact) * moving,  # AMP:
             pose=jp.sum(self.pose_weights * deviation**2),
             stand_still=jp.sum(jp.abs(deviation)) * ~moving,
+            stand_motion=jp.sum(jp.abs(data.qvel[6:])) * ~moving,  # AMP: joint speeds
             alive=(~fallen).astype(jp.float32),
             termination=fallen.astype(jp.float32),
         )

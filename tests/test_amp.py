@@ -133,11 +133,11 @@ def test_shaping_terms_flag_keeps_the_named_task_terms():
     """--shaping-terms keeps the named gait-shaping terms at their scale and only those; without a style reward the
     task is ppo_mjx.py's (this file's own feet_height off)."""
     swing = amp.WildRobotEnv(amp.Args(shaping_terms=("feet_phase",))).reward_scales
-    assert {k for k, v in swing.items() if v != amp.REWARD_SCALES[k]} == {"feet_air_time", "feet_height", "stand_still"}
+    assert {k for k, v in swing.items() if v != amp.REWARD_SCALES[k]} == set(amp.SHAPING_TERMS) - {"feet_phase"}
     assert swing["feet_phase"] == amp.REWARD_SCALES["feet_phase"] > 0
     assert amp.WildRobotEnv(amp.Args(shaping_terms=amp.SHAPING_TERMS)).reward_scales == amp.REWARD_SCALES
     plain = amp.WildRobotEnv(amp.Args(amp_weight=0.0, tilt_rate_weight=3.0)).reward_scales
-    assert plain == ppo.REWARD_SCALES | {"feet_height": 0.0}
+    assert plain == ppo.REWARD_SCALES | {"feet_height": 0.0, "stand_motion": 0.0}
 
 
 def test_reward_scales_flag_sets_the_named_terms_last():
@@ -159,19 +159,25 @@ def test_tilt_rate_weight_scales_the_pelvis_rate_penalty_with_a_style_reward():
     assert {k for k, v in steady.items() if v != amp.WildRobotEnv(amp.Args()).reward_scales[k]} == {"ang_vel_xy"}
 
 
-def test_feet_height_pays_the_swing_apex_at_touchdown(env):
+def test_feet_height_pays_the_swing_apex_at_touchdown_and_stand_motion_the_joint_speeds(env):
     """Hand-worked: apexes of 5 cm (capped at SWING_HEIGHT, 4 cm) and 1 cm landing together pay (1 - 0.5) + (0.25 -
-    0.5) = 0.25; a foot that does not land pays nothing, and nothing is paid on a zero command."""
+    0.5) = 0.25; a foot that does not land pays nothing, and nothing is paid on a zero command. stand_motion is the
+    joints' summed speed, on a zero command only."""
     info = env.reset(jax.random.PRNGKey(0)).info.replace(swing_peak=jp.array([0.05, 0.01]))
     walk, stand = info.replace(command=jp.array([0.3, 0.0, 0.0])), info.replace(command=jp.zeros(3))
 
-    def term(info, first_contact):
-        return float(env.reward_terms(env.init_data, info, jp.zeros(11), jp.ones(2, bool), jp.array(first_contact),
-                                      jp.zeros(2), jp.zeros((2, 3)), jp.float32(0.0), jp.bool_(False))["feet_height"])
+    def term(info, first_contact, name="feet_height", data=env.init_data):
+        return float(env.reward_terms(data, info, jp.zeros(11), jp.ones(2, bool), jp.array(first_contact),
+                                      jp.zeros(2), jp.zeros((2, 3)), jp.float32(0.0), jp.bool_(False))[name])
 
     assert term(walk, [True, True]) == pytest.approx(0.25, abs=1e-6)
     assert term(walk, [False, True]) == pytest.approx(-0.25, abs=1e-6)
     assert term(stand, [True, True]) == 0.0
+    # stand_motion: the joints' speeds, Σ |q̇| = 11 × 0.5 (the free joint's 6 velocities not counted), only standing
+    speeds = jp.tile(jp.array([0.5, -0.5]), 6)[:11]
+    moving = env.init_data.replace(qvel=env.init_data.qvel.at[:6].set(3.0).at[6:].set(speeds))
+    assert term(stand, [False, False], "stand_motion", moving) == pytest.approx(5.5, abs=1e-5)
+    assert term(walk, [False, False], "stand_motion", moving) == 0.0 == term(stand, [False, False], "stand_motion")
 
 
 def test_swing_peak_tracks_the_apex_and_clears_on_contact(env, step2):

@@ -230,6 +230,25 @@ def gait_phase(model: mujoco.MjModel, qpos: np.ndarray, fps: float, frequency: f
     return np.mod(phase, 2 * np.pi).astype(np.float32)
 
 
+def reference_states(model: mujoco.MjModel, motions: Motions, ctrl, frequency: float) -> tuple[dict, np.ndarray, ...]:
+    """Every clip frame as a state to start a training episode from (reference state initialization): {qpos (the
+    pelvis moved over `home`'s xy), qvel, site_xpos, site_xmat, sensordata (one MuJoCo forward each)} (N, ...), with
+    each frame's clip command (N, 3) and gait clock (N,) (`gait_phase` at `frequency`)."""
+    frames = np.concatenate([np.arange(s, s + n) for s, n in zip(motions.clip_starts, motions.clip_lengths)])
+    qpos, qvel = motions.qpos[frames].copy(), motions.qvel[frames]
+    qpos[:, :2] = model.key_qpos[model.keyframe("home").id][:2]
+    d, states = mujoco.MjData(model), {"qpos": qpos, "qvel": qvel, "site_xpos": [], "site_xmat": [], "sensordata": []}
+    for q, v in zip(qpos, qvel):
+        d.qpos[:], d.qvel[:], d.ctrl[:] = q, v, ctrl
+        mujoco.mj_forward(model, d)
+        for k in ("site_xpos", "site_xmat", "sensordata"):
+            states[k].append(getattr(d, k).copy())
+    phase = np.concatenate([gait_phase(model, motions.qpos[s : s + n], motions.fps, frequency)
+                            for s, n in zip(motions.clip_starts, motions.clip_lengths)])  # fmt: skip
+    command = np.repeat(motions.clip_commands, motions.clip_lengths, 0)
+    return {k: np.asarray(v, np.float32) for k, v in states.items()}, command, phase
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # quality report
 # ---------------------------------------------------------------------------------------------------------------
