@@ -165,6 +165,8 @@ class Args:
     """weight of the style reward (per step, times the 0.02 s control step like the task terms); 0 = plain PPO"""
     task_weight: float = 1.0
     """weight of the task reward"""
+    stand_clock: Literal["run", "stop"] = "run"
+    """the gait clock on a zero command: runs on (ppo_mjx.py's), or stops, so that nothing times steps in place"""
     shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "feet_height", "stand_still", "stand_motion"], ...] = ()
     """gait-shaping terms (SHAPING_TERMS) kept with a style reward, which replaces the rest (feet_height, stand_motion:
     AMP's own)"""
@@ -587,6 +589,8 @@ class WildRobotEnv:
         first_contact = contact & ~info.last_contact
         air_time = info.feet_air_time + CTRL_DT
         rate = gait_frequency(info.command[0], self.args.gait_clock)  # Hz
+        if self.args.stand_clock == "stop":  # AMP: a zero command stops the clock (--stand-clock)
+            rate = rate * (jp.linalg.norm(info.command) > 0.05)
         phase = jp.mod(info.phase + 2 * jp.pi * rate * CTRL_DT, 2 * jp.pi)
         upright = -self.gravity(data)[2]
         fallen = (data.qpos[2] < FALL_HEIGHT) | (upright < 0.5)

@@ -23,8 +23,8 @@ def load(path):
 
 
 @pytest.fixture(scope="module")
-def env():
-    return amp.WildRobotEnv(amp.Args())
+def env():  # the defaults but --stand-clock stop (which only the clock test below sees)
+    return amp.WildRobotEnv(amp.Args(stand_clock="stop"))
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +178,16 @@ def test_feet_height_pays_the_swing_apex_at_touchdown_and_stand_motion_the_joint
     moving = env.init_data.replace(qvel=env.init_data.qvel.at[:6].set(3.0).at[6:].set(speeds))
     assert term(stand, [False, False], "stand_motion", moving) == pytest.approx(5.5, abs=1e-5)
     assert term(walk, [False, False], "stand_motion", moving) == 0.0 == term(stand, [False, False], "stand_motion")
+
+
+def test_stand_clock_stops_the_gait_clock_on_a_zero_command_only(env, step2):
+    """--stand-clock stop: a stand command leaves the clock where it was, any other advances it as before (run: the
+    clock always advances, ppo_mjx.py's rule, tested in test_env)."""
+    assert env.args.stand_clock == "stop"
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+    info = state.info.replace(command=jp.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]), phase=jp.array([1.0, 1.0]))
+    phase = np.asarray(step2(state.replace(info=info), jp.zeros((2, 11))).info.phase)
+    np.testing.assert_allclose(phase, [1.0, 1.0 + 2 * np.pi * amp.GAIT_FREQUENCY * amp.CTRL_DT], atol=1e-6)
 
 
 def test_swing_peak_tracks_the_apex_and_clears_on_contact(env, step2):

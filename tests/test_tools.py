@@ -111,6 +111,7 @@ def test_numpy_clock_follows_the_policys_gait_clock(ppo_verify_run):
     """MujocoRunner advances the clock like WildRobotEnv.step: 2π · gait_frequency(vx) · dt per control step, at the
     --gait-clock the policy was trained with."""
     from dataclasses import replace
+    from types import SimpleNamespace
 
     policy = load_policy(ppo_verify_run[0])
     assert policy.args.gait_clock == "fixed"
@@ -120,6 +121,13 @@ def test_numpy_clock_follows_the_policys_gait_clock(ppo_verify_run):
         runner.step()
         runner.step()
         assert runner.phase == pytest.approx(2 * 2 * np.pi * hz * 0.02, rel=1e-5), (clock, vx)
+    # an AMP policy trained with --stand-clock stop: the clock stands still on a zero command only
+    stop = SimpleNamespace(**vars(policy.args), stand_clock="stop")  # (PPO's Args has no such field: its clock runs)
+    for command, moves in (((0.0, 0.0, 0.0), False), ((0.0, 0.0, 0.3), True)):
+        runner = evaluate.MujocoRunner(replace(policy, args=stop))
+        runner.reset(np.random.default_rng(0), command)
+        runner.step()
+        assert runner.phase == pytest.approx(2 * np.pi * 1.5 * 0.02 * moves, abs=1e-9), command
 
 
 def test_shipped_policies_load_and_walk_a_second():

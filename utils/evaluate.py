@@ -214,6 +214,7 @@ class MujocoRunner:
         self.dt, self.fall_height, self.contact_dist = mod.CTRL_DT, mod.FALL_HEIGHT, mod.CONTACT_DIST
         self.layout = mod.OBS_LAYOUT
         self.clock, self.rates = policy.args.gait_clock, {}  # gait_frequency's setting, its values by vx
+        self.stand_stop = getattr(policy.args, "stand_clock", "run") == "stop"  # AMP's --stand-clock
         self.n_substeps = round(mod.CTRL_DT / m.opt.timestep)
         self.home = m.key_qpos[m.keyframe("home").id].copy()
         self.default_pose = self.home[7:]
@@ -272,7 +273,8 @@ class MujocoRunner:
         vx = float(self.command[0])
         if vx not in self.rates:  # the file's gait_frequency (a jax function) once per command, not every step
             self.rates[vx] = float(self.policy.module.gait_frequency(vx, self.clock))
-        self.phase = (self.phase + 2 * np.pi * self.rates[vx] * self.dt) % (2 * np.pi)
+        stopped = self.stand_stop and np.linalg.norm(self.command) <= 0.05  # the clock stands still with the robot
+        self.phase = (self.phase + 2 * np.pi * self.rates[vx] * self.dt * (not stopped)) % (2 * np.pi)
         self.last_action = action
         upright = d.site_xmat[self.imu][8]  # −gravity_z
         return bool(d.qpos[2] < self.fall_height or upright < 0.5 or not np.isfinite(d.qpos).all())
