@@ -377,7 +377,7 @@ class EnvInfo:
     latency: jax.Array  # ()  bool: apply last step's action
     phase: jax.Array  # ()  gait clock (rad)
     feet_air_time: jax.Array  # (2,)
-    swing_peak: jax.Array  # AMP: (2,)  the feet's highest point in this swing (m above the ground)
+    swing_peak: jax.Array  # AMP: (2,)  the soles' highest point in this swing (lowest corner, m above the ground)
     last_contact: jax.Array  # (2,) bool
     step: jax.Array  # ()  control steps in this episode
     push_countdown: jax.Array  # ()  steps until the next push
@@ -434,6 +434,7 @@ class WildRobotEnv:
         self.pelvis = m.body("waist").id
         self.feet = jp.array([m.site(s).id for s in FEET_SITES])
         self.soles = np.array([m.geom(g).id for g in SOLES])
+        self.sole_size = jp.asarray(m.geom_size[self.soles])  # AMP: half-sizes of the sole boxes
         self.gyro_adr = m.sensor_adr[m.sensor("gyro").id]
         self.linvel_adr = m.sensor_adr[m.sensor("local_linvel").id]
         # the ground (world geoms): a floor plane and/or a heightfield, its elevations (nrow, ncol) row = y, col = x
@@ -517,6 +518,11 @@ class WildRobotEnv:
         """(2,) height of the foot sites above the ground under them."""
         feet = data.site_xpos[self.feet]
         return feet[:, 2] - self.ground_height(r, feet[:, :2])
+
+    def sole_height(self, data, r: Randomization) -> jax.Array:  # AMP: what the swing apex measures
+        """(2,) height of each sole's lowest corner above the ground under it (compare_gaits' clearance)"""
+        low = data.geom_xpos[self.soles, 2] - jp.sum(jp.abs(data.geom_xmat[self.soles, 2]) * self.sole_size, -1)
+        return low - self.ground_height(r, data.geom_xpos[self.soles, :2])
 
     # --- reset / step --------------------------------------------------------------------------------------------
     def sample_command(self, rng):
@@ -606,7 +612,7 @@ class WildRobotEnv:
         info = info.replace(
             rng=rng, command=jp.where(new_cmd, self.sample_command(k_cmd), info.command), last_action=action,
             phase=phase, feet_air_time=jp.where(contact, 0.0, air_time), last_contact=contact, step=step,
-            swing_peak=jp.where(contact, 0.0, jp.maximum(info.swing_peak, self.feet_height(data, info.rand))),  # AMP:
+            swing_peak=jp.where(contact, 0.0, jp.maximum(info.swing_peak, self.sole_height(data, info.rand))),  # AMP:
             push_countdown=countdown, push_left=jp.maximum(push_left - 1, 0), push_force=push_force,
             episode_return=info.episode_return + reward,
         )  # fmt: skip

@@ -3,9 +3,11 @@
 import importlib.util
 import json
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jp
+import mujoco
 import numpy as np
 import optax
 import pytest
@@ -190,15 +192,35 @@ def test_stand_clock_stops_the_gait_clock_on_a_zero_command_only(env, step2):
     np.testing.assert_allclose(phase, [1.0, 1.0 + 2 * np.pi * amp.GAIT_FREQUENCY * amp.CTRL_DT], atol=1e-6)
 
 
+def test_sole_height_is_the_lowest_corner_of_the_sole(env):
+    """The swing apex measures a sole's lowest corner (the 8 corners of the box, enumerated here in plain MuJoCo), not
+    the foot site: with the ankle pitched 0.3 rad the toe hangs about 7.4 cm · sin 0.3 = 2.2 cm below the site."""
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:] = m.key_qpos[m.keyframe("home").id]
+    d.qpos[2] += 0.05
+    d.qpos[7 + amp.JOINT_NAMES.index("left_ankle_pitch")] += 0.3
+    mujoco.mj_forward(m, d)
+    state = SimpleNamespace(geom_xpos=jp.asarray(d.geom_xpos), geom_xmat=jp.asarray(d.geom_xmat.reshape(-1, 3, 3)),
+                            site_xpos=jp.asarray(d.site_xpos))
+    signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T  # (8, 3)
+    corners = [d.geom_xpos[g] + (signs * m.geom_size[g]) @ d.geom_xmat[g].reshape(3, 3).T for g in env.soles]
+    rand = env.sample_randomization(jax.random.PRNGKey(0))
+    sole, site = np.asarray(env.sole_height(state, rand)), np.asarray(env.feet_height(state, rand))
+    np.testing.assert_allclose(sole, [c[:, 2].min() for c in corners], atol=1e-6)
+    assert site[0] - sole[0] > 0.015 and abs(site[1] - sole[1]) < 1e-3, (site, sole)
+
+
 def test_swing_peak_tracks_the_apex_and_clears_on_contact(env, step2):
-    """A robot held 5 cm above the floor (no sole in contact) keeps the larger of its old peak and the feet's height
-    now; standing on the floor clears it."""
+    """A robot held 5 cm above the floor (no sole in contact) keeps the larger of its old peak and its soles' height
+    now (the lowest corners: a few mm under 5 cm, the reset's joint noise tilts the feet); standing clears it."""
     state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(3), 2))
     state = state.replace(info=state.info.replace(swing_peak=jp.array([[0.02, 0.02], [0.09, 0.09]]),
                                                   command=jp.array([[0.3, 0.0, 0.0]] * 2)))  # fmt: skip
     lifted = state.replace(data=state.data.replace(qpos=state.data.qpos.at[:, 2].add(0.05), qvel=0 * state.data.qvel))
-    peak = np.asarray(step2(lifted, jp.zeros((2, 11))).info.swing_peak)
-    assert (np.abs(peak[0] - 0.05) < 0.005).all() and (peak[1] == 0.09).all(), peak
+    after = step2(lifted, jp.zeros((2, 11)))
+    peak, now = np.asarray(after.info.swing_peak), np.asarray(jax.vmap(env.sole_height)(after.data, after.info.rand))
+    assert (peak[0] == now[0]).all() and (0.04 < peak[0]).all() and (peak[0] < 0.05).all() and (peak[1] == 0.09).all()
     grounded = step2(state, jp.zeros((2, 11)))  # standing in `home`
     contact = np.asarray(jax.vmap(env.feet_contact)(grounded.data))
     assert contact.sum() >= 3 and (np.asarray(grounded.info.swing_peak)[contact] == 0).all()
