@@ -28,7 +28,7 @@ from flax import serialization  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PPO_VERIFY_FLAGS = ("--capture-video", "--critic-warmup-iterations", "1")
+PPO_VERIFY_FLAGS = ("--capture-video", "--critic-warmup-iterations", "1", "--reward-scales", "feet_slip=-0.3")
 RUN_FIXTURES = ("ppo_verify_run", "amp_verify_run")  # session fixtures that run a training file (once per worker)
 SLOW_FIXTURES = (*RUN_FIXTURES, "eval_report", "env", "terrain_env", "mjx_step")  # each compiles MJX
 

@@ -14,6 +14,7 @@ from flax import serialization
 import ppo_mjx
 from conftest import ROOT, assert_resume_matches, run_script
 from utils import runs
+from utils.checkpoint import saved_settings
 
 
 def load(path: Path) -> dict:
@@ -51,7 +52,8 @@ def test_resume_matches_uninterrupted(ppo_verify_run, tmp_path):
 def test_config_reproduces_and_flags_override(ppo_verify_run):
     run_dir, _ = ppo_verify_run
     args = ppo_mjx.parse_args(["--config", str(run_dir / "args.yaml")])
-    saved = yaml.safe_load((run_dir / "args.yaml").read_text())
+    saved = saved_settings(yaml.safe_load((run_dir / "args.yaml").read_text()))  # YAML lists -> Args' tuples
+    assert args.reward_scales == ("feet_slip=-0.3",)  # a tuple flag of the fixture's comes back
     for f in fields(ppo_mjx.Args):
         if f.name not in ("config", "verify", "resume"):
             assert getattr(args, f.name) == saved[f.name], f.name
