@@ -230,7 +230,8 @@ def gait_phase(model: mujoco.MjModel, qpos: np.ndarray, fps: float, frequency: f
     return np.mod(phase, 2 * np.pi).astype(np.float32)
 
 
-def reference_states(model: mujoco.MjModel, motions: Motions, ctrl, frequency: float) -> tuple[dict, np.ndarray, ...]:
+def reference_states(model: mujoco.MjModel, motions: Motions, ctrl,
+                     frequency: float) -> tuple[dict, np.ndarray, np.ndarray]:
     """Every clip frame as a state to start a training episode from (reference state initialization): {qpos (the
     pelvis moved over `home`'s xy), qvel, site_xpos, site_xmat, sensordata (one MuJoCo forward each)} (N, ...), with
     each frame's clip command (N, 3) and gait clock (N,) (`gait_phase` at `frequency`)."""
