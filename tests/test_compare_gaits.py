@@ -17,6 +17,7 @@ from test_tools import error_line, run_module
 from utils import compare_gaits as cg
 from utils import evaluate
 from utils.checkpoint import load_policy
+from utils.cli import COMMANDS
 from utils.evaluate import rollout_mjx
 from utils.gait import GaitParams
 from utils.motions import load_motions
@@ -34,7 +35,7 @@ def motions():
 def reference(motions):
     """The windows (all clips, first 2 s dropped) and their measures."""
     windows = cg.reference_windows(motions, list(motions.clip_names), 2.0, load_model(SCENE_FLAT))
-    return windows, cg.measure(windows, 1.0 / motions.fps)
+    return windows, cg.measure(windows, 1.0 / motions.fps, dict(zip(motions.clip_names, motions.clip_commands)))
 
 
 def test_feature_names_follow_amp_features():
@@ -85,7 +86,8 @@ def test_touchdown_counter_on_a_synthetic_gait():
 
 def test_reference_step_frequency_stride_and_clearance_match_the_generator(reference, motions):
     """The foot-site contact of the kinematic clips gives the generator's step time: 0.4 s, shorter at speed; each
-    swing carries the foot two steps of |v| · step time, and lifts the sole to about the generator's apex."""
+    swing carries the foot two steps of |v| · step time, and lifts the sole to about the generator's apex. The 2 s
+    means of the pelvis velocity follow the command; its per-frame velocity sways off it by more than 0.1 m/s."""
     _, ref = reference
     p = GaitParams()
     assert ref["step_freq"]["stand"] == 0.0 and ref["clearance"]["stand"] is None is ref["stride"]["stand"]
@@ -98,6 +100,9 @@ def test_reference_step_frequency_stride_and_clearance_match_the_generator(refer
         if "turn" not in name:  # turning in place: the feet pivot, 2.6 cm
             assert ref["stride"][name] == pytest.approx(2 * np.hypot(vx, vy) * step_time, abs=0.005), name
         assert p.clearance - 0.006 < ref["clearance"][name] < p.clearance + 0.001, name
+        # the pelvis sways sideways with every step (the LIPM's centre of mass over each stance foot), on the command
+        assert ref["vel_error"][name] > 0.1 and ref["vel_error_2s"][name] < min(0.05, ref["vel_error"][name] / 4), name
+    assert ref["vel_error"]["stand"] < 1e-3 and ref["vel_error_2s"]["stand"] < 1e-3
 
 
 def test_swing_measures_on_a_synthetic_swing():
@@ -124,12 +129,13 @@ def test_reference_against_itself_and_a_shifted_copy(reference):
     """Itself: style distance 0. A copy with the left knee bent 0.1 rad more: only that feature moves, by W1 = 0.1
     (a shift's Wasserstein-1 distance is the shift) over the reference's knee std."""
     windows, ref = reference
-    again = cg.measure(windows, 0.02)
+    commands = {n: COMMANDS[n] for n in windows}
+    again = cg.measure(windows, 0.02, commands)
     assert cg.style_distance(again["features"], ref["features"])[0] == 0.0
     assert again["step_freq"] == ref["step_freq"] and again["joints"] == ref["joints"]
     knee = 7 + JOINT_NAMES.index("left_knee")
     bent = {n: [w | dict(qpos=w["qpos"] + 0.1 * (np.arange(18) == knee)) for w in ws] for n, ws in windows.items()}
-    dist, per_feature = cg.style_distance(cg.measure(bent, 0.02)["features"], ref["features"])
+    dist, per_feature = cg.style_distance(cg.measure(bent, 0.02, commands)["features"], ref["features"])
     i = cg.FEATURE_NAMES.index("left_knee_pos")
     std = ref["features"][:, i].std()
     assert per_feature[i] == pytest.approx(0.1 / std, rel=1e-3) and std > cg.STD_FLOOR[i]
@@ -169,7 +175,8 @@ def test_cli_end_to_end_on_the_shipped_policy(tmp_path, reference, capsys):
     assert report["feature_names"] == list(cg.FEATURE_NAMES)
     assert report["reference"]["step_freq"] == {"stand": 0.0, "forward_0.3": pytest.approx(2.5)}
     assert report["reference"]["stride"] == {"stand": None, "forward_0.3": pytest.approx(0.24, abs=0.01)}  # start-up
-    assert "clearance cm" in printed and "stride cm" in printed
+    assert "clearance cm" in printed and "stride cm" in printed and "vel err 2 s cm/s" in printed
+    assert set(report["reference"]["vel_error_2s"]) == {"stand", "forward_0.3"}
     pol = report["policies"]["ppo_walk_h100"]
     assert pol["falls"] == {"stand": 0, "forward_0.3": 0, "overall": 0} and pol["episodes"] == 2
     assert pol["step_freq"]["stand"] < 1.0 and 1.5 < pol["step_freq"]["forward_0.3"] < 4.0  # it stands, it walks

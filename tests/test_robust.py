@@ -170,6 +170,21 @@ def test_push_windows_and_recovery():
     assert out["yaw_rate_radps"] == pytest.approx(0.2) and out["yaw_error_pct"] == pytest.approx(20.0)
 
 
+def test_velocity_error_over_2s_windows_ignores_the_sway():
+    """A walk 0.05 m/s too slow that sways sideways at 1.5 Hz (0.2 m/s): the per-step error counts the sway, the error
+    of the 2 s means (3 whole cycles each) only the 0.05 m/s; an episode shorter than one window has none."""
+    steps, dt = 500, CTRL_DT
+    t = np.arange(steps) * dt
+    linvel = np.stack([np.full(steps, 0.25), 0.2 * np.sin(2 * np.pi * 1.5 * t), np.zeros(steps)], -1)
+    tr = dict(valid=np.ones(steps, bool), fell=False, start=np.zeros(3), pos=np.zeros((steps, 3)), linvel=linvel,
+              yaw_rate=np.zeros(steps), torque=np.zeros((steps, 11)), joint_vel=np.zeros((steps, 11)),
+              foot_z=np.zeros((steps, 2)), contact=np.ones((steps, 2), bool))  # fmt: skip
+    out = evaluate.episode_metrics(tr, np.array([0.3, 0.0, 0.0]), dt, [])
+    assert out["vel_error_2s_mps"] == pytest.approx(0.05, abs=1e-6) and out["vel_error_mps"] > 0.12
+    short = {k: v[:120] if isinstance(v, np.ndarray) and len(v) == steps else v for k, v in tr.items()}
+    assert np.isnan(evaluate.episode_metrics(short, np.array([0.3, 0.0, 0.0]), dt, [])["vel_error_2s_mps"])
+
+
 def test_scenarios_are_the_walking_bars():
     """The scenarios' settings are SPEC.md's bars; turning sweeps the yaw range the training file advertises."""
     from argparse import Namespace
