@@ -168,12 +168,13 @@ class Args:
     stand_clock: Literal["run", "stop"] = "run"
     """the gait clock on a zero command: runs on (ppo_mjx.py's), or stops, so that nothing times steps in place"""
     shaping_terms: tuple[Literal["feet_phase", "feet_air_time", "feet_height", "stand_still", "stand_motion"], ...] = ()
-    """gait-shaping terms (SHAPING_TERMS) kept with a style reward, which replaces the rest (feet_height, stand_motion:
-    AMP's own)"""
+    """SHAPING_TERMS kept with a style reward, which drops the others (feet_height and stand_motion are AMP's own)"""
     waist_weight: float = 20.0
     """waist yaw's `pose` weight with a style reward (ppo_mjx.py: 1.0): clips with a still waist hide it (1 if not)"""
     tilt_rate_weight: float = 0.05
     """pelvis roll/pitch rate penalty (ang_vel_xy) weight with a style reward (ppo_mjx.py: 0.05): clips hold it at 0"""
+    track_seconds: float = 0.0
+    """time constant (s) of the low-passed pelvis velocity tracking_lin_vel pays on (0: per step): the clips sway"""
     disc_loss: Literal["lsgan", "bce"] = "lsgan"
     """discriminator objective: least squares with targets +1 (reference) / -1 (policy), or binary cross-entropy"""
     disc_learning_rate: float = 1e-5
@@ -213,11 +214,6 @@ class Args:
 VERIFY_SIZES = dict(num_envs=4, num_steps=8, num_minibatches=2, update_epochs=2, num_iterations=2,
                     checkpoint_interval=1, eval_episodes=2, episode_seconds=0.2)  # fmt: skip
 VERIFY_SIZES |= dict(disc_batch_size=32, disc_replay_size=40, disc_replay_insert=24)  # AMP: wraps in iteration 2
-
-
-# AMP: a relative --motion-file is looked up from the current folder, then from this file's folder (the default)
-def motion_path(name: str) -> Path:
-    return next((path for path in (Path(name), ROOT / name) if path.exists()), Path(name))
 
 
 def finalize_args(args: Args) -> Args:
@@ -272,7 +268,7 @@ def finalize_args(args: Args) -> Args:
     if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0 or args.disc_history < 2:
         fail(f"--reference-init must be in [0, 1], --feature-min-std >= 0 and --disc-history >= 2, got "
              f"{args.reference_init}, {args.feature_min_std} and {args.disc_history}")  # fmt: skip
-    motions = load_motions_or_exit(motion_path(args.motion_file), "--motion-file")
+    motions = load_motions_or_exit(args.motion_file, "--motion-file")
     if abs(motions.fps * CTRL_DT - 1) > 1e-6:  # (s, s') pairs must be one control step apart
         fail(f"--motion-file {args.motion_file}: {motions.fps:g} fps, the policy acts at {1 / CTRL_DT:g} Hz")
     if max(motions.clip_lengths) < args.disc_history:
@@ -378,6 +374,7 @@ class EnvInfo:
     phase: jax.Array  # ()  gait clock (rad)
     feet_air_time: jax.Array  # (2,)
     swing_peak: jax.Array  # AMP: (2,)  the soles' highest point in this swing (lowest corner, m above the ground)
+    vel_avg: jax.Array  # AMP: (2,)  pelvis velocity (xy, its frame) low-passed over --track-seconds
     last_contact: jax.Array  # (2,) bool
     step: jax.Array  # ()  control steps in this episode
     push_countdown: jax.Array  # ()  steps until the next push
@@ -457,7 +454,7 @@ class WildRobotEnv:
         # clip command and gait clock (reset then needs no forward pass)
         self.reference_data = None
         if args.amp_weight > 0 and args.reference_init > 0:
-            motions = load_motions(motion_path(args.motion_file))
+            motions = load_motions(args.motion_file)
             states, command, phase = reference_states(m, motions, np.asarray(self.default_pose), GAIT_FREQUENCY)
             self.reference_command, self.reference_phase = jp.asarray(command, jp.float32), jp.asarray(phase)
             shape = lambda k: (len(phase), *getattr(self.init_data, k).shape)  # noqa: E731  MJX: site_xmat (3, 3)
@@ -546,6 +543,7 @@ class WildRobotEnv:
             phase=jp.float32(0.0), feet_air_time=jp.zeros(2), last_contact=jp.ones(2, bool), step=jp.int32(0),
             push_countdown=jax.random.randint(k_push, (), 100, 250), push_left=jp.int32(0), push_force=jp.zeros(3),
             episode_return=jp.float32(0.0), rand=self.sample_randomization(k_rand), swing_peak=jp.zeros(2),  # AMP: apex
+            vel_avg=jp.zeros(2),  # AMP: --track-seconds
         )  # fmt: skip
         # AMP: reference state initialization: a share of episodes starts from a random frame, its clip's command
         if self.reference_data is not None:
@@ -601,6 +599,8 @@ class WildRobotEnv:
         upright = -self.gravity(data)[2]
         fallen = (data.qpos[2] < FALL_HEIGHT) | (upright < 0.5)
         terminated = fallen | ~finite
+        vel, tau = data.sensordata[self.linvel_adr : self.linvel_adr + 2], max(self.args.track_seconds, CTRL_DT)  # AMP:
+        info = info.replace(vel_avg=vel + (1 - CTRL_DT / tau) * (info.vel_avg - vel))  # low-passed: exact at tau = dt
         terms = self.reward_terms(data, info, action, contact, first_contact, air_time, feet_vel, phase, fallen)
         terms = {k: v * self.reward_scales[k] for k, v in terms.items()}
         reward = jp.where(finite, CTRL_DT * sum(terms.values()), 0.0)
@@ -682,7 +682,7 @@ class WildRobotEnv:
         feet_target = SWING_HEIGHT * jp.clip(swing, 0.0, 1.0) * moving
         deviation = data.qpos[7:] - self.default_pose
         return dict(
-            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - linvel[:2]) ** 2) / 0.05),
+            tracking_lin_vel=jp.exp(-jp.sum((cmd[:2] - info.vel_avg) ** 2) / 0.05),  # AMP: low-passed (--track-seconds)
             tracking_ang_vel=jp.exp(-((cmd[2] - angvel[2]) ** 2) / 0.1),
             lin_vel_z=linvel[2] ** 2,
             ang_vel_xy=jp.sum(angvel[:2] ** 2),
@@ -1051,7 +1051,7 @@ def make_train(args: Args, env: WildRobotEnv):
     # one device's part of the batch: B and M below count the rows of its own envs
     batch_size, minibatch_size = args.batch_size // args.num_devices, args.minibatch_size // args.num_devices
     # AMP: reference pairs (a constant of the compiled iteration), discriminator and its optimizer
-    motions = load_motions(motion_path(args.motion_file))
+    motions = load_motions(args.motion_file)
     ref_pairs = jp.asarray(reference_pairs(env, motions, args.disc_history))  # (P, kD)
     feat_dim = ref_pairs.shape[-1] // args.disc_history
     weights = np.tile(disc_input_weights(args, ref_pairs[:, :feat_dim]), args.disc_history)  # AMP: (kD,) every frame

@@ -32,7 +32,7 @@ def probe(path: str, samples: int = 5000, seed: int = 0) -> dict:
     shapes = jax.eval_shape(amp.make_train(args, env)[0], jax.random.PRNGKey(0))
     payload = amp.read_checkpoint(path)
     rs = amp.restore_runner_state(payload, shapes, path)
-    ref = amp.reference_pairs(env, load_motions(amp.motion_path(args.motion_file)), args.disc_history)
+    ref = amp.reference_pairs(env, load_motions(args.motion_file), args.disc_history)
     k = args.disc_history
     d = ref.shape[-1] // k
     weights = np.tile(amp.disc_input_weights(args, ref[:, :d]), k)  # the scales (0: hidden) make_train gives them

@@ -25,8 +25,8 @@ def load(path):
 
 
 @pytest.fixture(scope="module")
-def env():  # the defaults but --stand-clock stop (which only the clock test below sees)
-    return amp.WildRobotEnv(amp.Args(stand_clock="stop"))
+def env():  # the defaults but --stand-clock stop and --track-seconds 0.5 (which only their tests below see)
+    return amp.WildRobotEnv(amp.Args(stand_clock="stop", track_seconds=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,23 @@ def test_stand_clock_stops_the_gait_clock_on_a_zero_command_only(env, step2):
     info = state.info.replace(command=jp.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]), phase=jp.array([1.0, 1.0]))
     phase = np.asarray(step2(state.replace(info=info), jp.zeros((2, 11))).info.phase)
     np.testing.assert_allclose(phase, [1.0, 1.0 + 2 * np.pi * amp.GAIT_FREQUENCY * amp.CTRL_DT], atol=1e-6)
+
+
+def test_tracking_pays_on_the_low_passed_velocity(env, step2):
+    """--track-seconds 0.5: each step moves the kept velocity 0.02 / 0.5 of the way to the pelvis's, and
+    tracking_lin_vel pays on that (the clips' pelvis sways sideways by 0.12-0.25 m/s with every step)."""
+    assert env.args.track_seconds == 0.5
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+    kept = jp.array([[0.3, 0.1], [0.0, 0.0]])
+    info = state.info.replace(command=jp.array([[0.3, 0.0, 0.0], [0.3, 0.0, 0.0]]), vel_avg=kept)
+    nxt = step2(state.replace(info=info), jp.zeros((2, 11)))
+    assert not nxt.done.any()
+    vel = nxt.data.sensordata[:, env.linvel_adr : env.linvel_adr + 2]
+    np.testing.assert_allclose(nxt.info.vel_avg, vel + (1 - amp.CTRL_DT / 0.5) * (kept - vel), atol=1e-6)
+    error = np.array([0.3, 0.0]) - np.asarray(nxt.info.vel_avg)
+    paid = env.reward_scales["tracking_lin_vel"] * np.exp(-np.sum(error**2, -1) / 0.05)
+    np.testing.assert_allclose(nxt.metrics["reward/tracking_lin_vel"], paid, rtol=1e-5)
+    assert float(nxt.metrics["reward/tracking_lin_vel"][0]) > 2 * float(nxt.metrics["reward/tracking_lin_vel"][1])
 
 
 def test_sole_height_is_the_lowest_corner_of_the_sole(env):

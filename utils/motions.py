@@ -37,6 +37,8 @@ from utils.kinematics import (
 )
 from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
 
+REPO = Path(__file__).resolve().parent.parent
+
 NQ, NV = 7 + len(JOINT_NAMES), 6 + len(JOINT_NAMES)
 LIMIT_TOL = 1e-3  # rad beyond the MJCF range that is still accepted (float32 rounding)
 KEYS = ("fps", "qpos", "qvel", "joint_names", "clip_names", "clip_starts", "clip_lengths", "clip_commands")
@@ -147,10 +149,11 @@ def _load_one(path: Path, ranges: np.ndarray) -> dict:
 
 
 def load_motions(paths: str | Path | list) -> Motions:
-    """Load and validate one file, a directory (all *.npz, sorted) or a list of them; clips are concatenated."""
+    """Load and validate one file, a directory (all *.npz, sorted) or a list of them; clips are concatenated. A relative
+    path is looked up from the current folder, then from the repository's (where the shipped motions are)."""
     files = []
     for p in paths if isinstance(paths, (list, tuple)) else [paths]:
-        p = Path(p)
+        p = next((path for path in (Path(p), REPO / p) if path.exists()), Path(p))
         files += sorted(p.glob("*.npz")) if p.is_dir() else [p]
     if not files:
         raise MotionFileError(f"{paths}: empty (no .npz files)")
