@@ -47,7 +47,7 @@ from ppo_amp_mjx import AMP_FEATURE_NAMES, amp_features
 from utils.benchmark import write_atomic
 from utils.checkpoint import CheckpointError, load_policy
 from utils.cli import RUNS, add_seed, fail
-from utils.evaluate import WINDOW_SECONDS, rollout_mjx
+from utils.evaluate import error_norms, rollout_mjx
 from utils.kinematics import CONTACT_Z, feet_kinematics, heading_velocity, sole_contact, swings
 from utils.motions import MotionFileError, load_motions
 from utils.robot import JOINT_NAMES, SCENE_FLAT, WALK_MOTIONS, load_model
@@ -109,13 +109,10 @@ def velocity_errors(windows: list[dict], command, dt: float) -> tuple[float | No
     """(per frame, of 2 s means) the mean |v_xy − command_xy| of the root in the heading frame over the windows, as
     `utils.evaluate`'s vel_error_mps and vel_error_2s_mps (there in the pelvis frame): a pelvis that sways sideways
     with the steps counts in the first only. None without frames (without a whole 2 s window: the second)."""
-    k, now, means = round(WINDOW_SECONDS / dt), [], []
-    for w in windows:
-        error = heading_velocity(w["qpos"], w["qvel"], dt)[:, :2] - np.asarray(command, float)[:2]
-        now.append(np.linalg.norm(error, axis=-1))
-        if len(error) >= k:
-            means.append(np.linalg.norm(error[: len(error) // k * k].reshape(-1, k, 2).mean(1), axis=-1))
-    return (num(np.concatenate(now).mean()) if now else None), (num(np.concatenate(means).mean()) if means else None)
+    norms = [error_norms(heading_velocity(w["qpos"], w["qvel"], dt)[:, :2] - np.asarray(command)[:2], dt)
+             for w in windows]  # fmt: skip
+    now, means = (np.concatenate([n[i] for n in norms]) if norms else np.zeros(0) for i in (0, 1))
+    return (num(now.mean()) if len(now) else None), (num(means.mean()) if len(means) else None)
 
 
 def joint_stats(q: np.ndarray) -> dict | None:

@@ -338,6 +338,14 @@ def rollout_mujoco(policy, commands: np.ndarray, pushes: np.ndarray | None, step
 # ---------------------------------------------------------------------------------------------------------------------
 # metrics: one numpy function for both simulators
 # ---------------------------------------------------------------------------------------------------------------------
+def error_norms(error: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """|error| per step (T,) and of its means over each whole WINDOW_SECONDS window (W,: none in a shorter series) of
+    a velocity error (T, 2): what is left of a gait's sway after whole cycles is the tracking error."""
+    k = round(WINDOW_SECONDS / dt)
+    means = error[: len(error) // k * k].reshape(-1, k, error.shape[-1]).mean(1)
+    return np.linalg.norm(error, axis=-1), np.linalg.norm(means, axis=-1)
+
+
 def episode_metrics(tr: dict, command: np.ndarray, dt: float, windows: list) -> dict:
     """Metrics of one episode from its traces [T, ...] (only `valid` steps count) and its push `windows`. NaN where
     undefined. Also `pushed` and `recovered`: pushes that met the robot standing, and those it was up 2 s after."""
@@ -353,12 +361,10 @@ def episode_metrics(tr: dict, command: np.ndarray, dt: float, windows: list) -> 
     pos = np.concatenate([tr["start"][None, :2], tr["pos"][v][:, :2]])
     out["distance_m"] = float(np.linalg.norm(np.diff(pos, axis=0), axis=-1).sum())
     settle = min(round(SETTLE_SECONDS / dt), n // 2)  # velocity errors after the start-up
-    linvel = tr["linvel"][v][settle:, :2]
-    out["vel_error_mps"] = float(np.linalg.norm(linvel - command[:2], axis=-1).mean())
-    k = round(WINDOW_SECONDS / dt)  # whole 2 s windows after the start-up (none in a shorter episode)
-    if len(linvel) >= k:
-        means = linvel[: len(linvel) // k * k].reshape(-1, k, 2).mean(1)
-        out["vel_error_2s_mps"] = float(np.linalg.norm(means - command[:2], axis=-1).mean())
+    per_step, of_means = error_norms(tr["linvel"][v][settle:, :2] - command[:2], dt)
+    out["vel_error_mps"] = float(per_step.mean())
+    if len(of_means):
+        out["vel_error_2s_mps"] = float(of_means.mean())
     out["yaw_error_radps"] = float(np.abs(tr["yaw_rate"][v][settle:] - command[2]).mean())
     out["yaw_rate_radps"] = float(tr["yaw_rate"][v][settle:].mean())
     if command[2] != 0:
