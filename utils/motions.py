@@ -35,9 +35,7 @@ from utils.kinematics import (
     multibody_zmp,
     sole_contact,
 )
-from utils.robot import JOINT_NAMES, SCENE_FLAT, load_model
-
-REPO = Path(__file__).resolve().parent.parent
+from utils.robot import ASSETS, JOINT_NAMES, SCENE_FLAT, load_model
 
 NQ, NV = 7 + len(JOINT_NAMES), 6 + len(JOINT_NAMES)
 LIMIT_TOL = 1e-3  # rad beyond the MJCF range that is still accepted (float32 rounding)
@@ -153,7 +151,7 @@ def load_motions(paths: str | Path | list) -> Motions:
     path is looked up from the current folder, then from the repository's (where the shipped motions are)."""
     files = []
     for p in paths if isinstance(paths, (list, tuple)) else [paths]:
-        p = next((path for path in (Path(p), REPO / p) if path.exists()), Path(p))
+        p = next((path for path in (Path(p), ASSETS.parent / p) if path.exists()), Path(p))
         files += sorted(p.glob("*.npz")) if p.is_dir() else [p]
     if not files:
         raise MotionFileError(f"{paths}: empty (no .npz files)")
