@@ -265,9 +265,9 @@ def finalize_args(args: Args) -> Args:
              "--disc-policy-share must be positive")
     if args.disc_batch_size % args.num_devices or args.disc_replay_size % args.num_devices:
         fail(f"--disc-batch-size and --disc-replay-size must split evenly over the {args.num_devices} devices")
-    if not 0 <= args.reference_init <= 1 or args.feature_min_std < 0 or args.disc_history < 2:
-        fail(f"--reference-init must be in [0, 1], --feature-min-std >= 0 and --disc-history >= 2, got "
-             f"{args.reference_init}, {args.feature_min_std} and {args.disc_history}")  # fmt: skip
+    if not 0 <= args.reference_init <= 1 or min(args.feature_min_std, args.track_seconds) < 0 or args.disc_history < 2:
+        fail(f"--reference-init must be in [0, 1], --feature-min-std and --track-seconds >= 0, --disc-history >= 2, "
+             f"got {args.reference_init}, {args.feature_min_std}, {args.track_seconds} and {args.disc_history}")
     motions = load_motions_or_exit(args.motion_file, "--motion-file")
     if abs(motions.fps * CTRL_DT - 1) > 1e-6:  # (s, s') pairs must be one control step apart
         fail(f"--motion-file {args.motion_file}: {motions.fps:g} fps, the policy acts at {1 / CTRL_DT:g} Hz")

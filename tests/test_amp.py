@@ -504,7 +504,9 @@ def test_bad_flags_one_line(tmp_path, monkeypatch, capsys):
                           (["--tilt-rate-weight", "-1"], "got 5.0, 1.0, 20.0 and -1.0"),
                           (["--motion-file", "missing.npz"], "error: --motion-file missing.npz"),
                           (["--reference-init", "1.5"], "error: --reference-init must be in [0, 1]"),
-                          (["--disc-history", "1"], "--disc-history >= 2, got 0.5, 0.005 and 1"),
+                          (["--disc-history", "1"], "--disc-history >= 2, got 0.5, 0.005, 0.0 and 1"),
+                          (["--track-seconds", "-0.5"], "--track-seconds >= 0, --disc-history >= 2, "
+                                                     "got 0.5, 0.005, -0.5 and 2"),
                           (["--disc-history", "900"], "error: --disc-history 900: longer than the longest clip")]:
         with pytest.raises(SystemExit) as e:  # in-process: what parse_args stops with
             amp.parse_args(argv)
