@@ -116,6 +116,27 @@ def test_qvel_matches_finite_difference_of_qpos(model, shipped):
     np.testing.assert_allclose(v[10], fd, atol=1e-3)
 
 
+def test_pelvis_roll_leans_over_the_stance_foot(model):
+    """utils.gait's pelvis_roll: in single support the pelvis rolls toward the stance foot (the swing side up) by
+    up to the set angle, with the feet where the plan puts them; at 0 the pelvis stays level."""
+    from utils.gait import GaitParams, generate_clip
+
+    for lean in (0.0, np.radians(2.0)):
+        qpos, _ = generate_clip(model, (0.3, 0.0, 0.0), 3.5, GaitParams(pelvis_roll=lean))
+        w, x, y, z = qpos[:, 3:7].T.astype(np.float64)
+        roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+        _, corners = feet_kinematics(model, qpos)
+        sole = corners[..., 2].min(axis=-1)  # (T, 2) lowest corner of the left and right sole
+        left_up, right_up = sole[:, 0] > 0.02, sole[:, 1] > 0.02  # mid-swing of each foot
+        assert left_up.sum() > 5 and right_up.sum() > 5
+        assert sole.max() == pytest.approx(0.035, abs=0.004)  # the swing apex is the plan's clearance
+        if lean == 0.0:
+            assert np.abs(roll).max() < np.radians(0.25)  # the IK holds the pelvis orientation softly
+        else:
+            assert np.all(roll[left_up] > np.radians(0.5)) and np.all(roll[right_up] < -np.radians(0.5))
+            assert np.abs(roll).max() == pytest.approx(lean, abs=np.radians(0.25))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # BVH import
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ included).
     python -m utils.gait --out assets/motions/wildrobot_walk.npz      # the shipped command grid (11 clips, 77 s)
     python -m utils.gait --out /tmp/fwd.npz --command forward_0.3 --seconds 6     # one clip for one command
     python -m utils.gait --out /tmp/arc.npz --command 0.3 0 0.25                    # (vx, vy, yaw rate)
+    python -m utils.gait --out /tmp/lean.npz --pelvis-roll 2        # the pelvis leans 2 degrees over the stance foot
 
 Kajita et al., "Biped walking pattern generation by using preview control of zero-moment point", ICRA 2003.
 """
@@ -47,6 +48,8 @@ class GaitParams:
     first_shift: float = 0.5  # s, initial double support that moves the ZMP onto the first stance foot
     ramp_time: float = 1.0  # s, command ramp from 0 to full (a gentle start keeps the ZMP inside the feet)
     preview: float = 1.6  # s, ZMP preview horizon
+    pelvis_roll: float = 0.0  # rad, lean of the pelvis over the stance foot at mid-swing (the swing side up). The
+    # servo-driven robot leans so (ppo_walk_h100: about 2 degrees peak at forward 0.3); a level pelvis does not
 
 
 # the shipped grid: (name, vx, vy, yaw_rate), the command catalog of utils/cli.py
@@ -109,7 +112,7 @@ def plan(command, seconds: float, p: GaitParams, foot_x: float):
     """Body path, footsteps and per-frame feet / ZMP references for `seconds` plus the preview horizon.
 
     Returns a dict of per-frame arrays: feet (T, 2, 3) xy + yaw per foot, lift (T, 2) height, zmp (T, 2),
-    heading (T,), stance (T, 2) bool.
+    heading (T,), roll (T,) pelvis roll, stance (T, 2) bool.
     """
     vx, vy, wz = command
     horizon = int(round(p.preview * FPS))
@@ -137,6 +140,7 @@ def plan(command, seconds: float, p: GaitParams, foot_x: float):
 
     feet = np.zeros((n, 2, 3))
     lift = np.zeros((n, 2))
+    roll = np.zeros(n)
     stance = np.ones((n, 2), bool)
     feet[:, 0], feet[:, 1] = pose_at(0, 1), pose_at(0, -1)
     # ZMP: centre of the feet while standing, then on the stance foot in single support, linear in double support
@@ -164,10 +168,11 @@ def plan(command, seconds: float, p: GaitParams, foot_x: float):
             feet[i0:i1, swing] = swing_pose
             feet[i1:, swing] = target
             lift[i0:i1, swing] = p.clearance * np.sin(np.pi * phase) ** 2
+            roll[i0:i1] = (1 if swing == 0 else -1) * p.pelvis_roll * np.sin(np.pi * phase) ** 2  # +x roll: left up
             stance[i0:i1, swing] = False
             positions[swing] = target
             swing, start = stance_foot, start + t_step
-    return dict(feet=feet, lift=lift, zmp=zmp, heading=heading, stance=stance, horizon=horizon)
+    return dict(feet=feet, lift=lift, zmp=zmp, heading=heading, roll=roll, stance=stance, horizon=horizon)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,10 +187,11 @@ class IK:
         self.root = model.body("waist").id
         self.lo, self.hi = model.jnt_range[1:, 0] + 0.01, model.jnt_range[1:, 1] - 0.01
 
-    def _orient_err(self, xmat: np.ndarray, yaw: float) -> np.ndarray:
-        return rotation_error(xmat, yaw_matrix(yaw))  # to a level frame with the target yaw
+    def _orient_err(self, xmat: np.ndarray, yaw: float, roll: float = 0.0) -> np.ndarray:
+        c, s = np.cos(roll), np.sin(roll)  # to the frame with the target yaw, rolled about its own x axis
+        return rotation_error(xmat, yaw_matrix(yaw) @ np.array([[1, 0, 0], [0, c, -s], [0, s, c]]))
 
-    def solve(self, qpos, com_xy, root_z, root_yaw, feet, iters: int = 30):
+    def solve(self, qpos, com_xy, root_z, root_yaw, feet, iters: int = 30, root_roll: float = 0.0):
         """feet: (2, 4) target site x, y, z, yaw. Returns the solved qpos (nq,)."""
         m, d = self.m, self.d
         q = qpos.copy()
@@ -211,7 +217,7 @@ class IK:
             weights.append([30.0, 30.0])
             mujoco.mj_jacBody(m, d, jp, jr, self.root)
             rows += [jp[2:3].copy(), jr.copy()]
-            errs += [[root_z - d.xpos[self.root, 2]], self._orient_err(d.xmat[self.root], root_yaw)]
+            errs += [[root_z - d.xpos[self.root, 2]], self._orient_err(d.xmat[self.root], root_yaw, root_roll)]
             weights += [[10.0], [10.0, 10.0, 2.0]]
             # keep the torso facing the pelvis (waist_yaw -> 0): the one joint no task constrains
             reg = np.zeros((1, m.nv))
@@ -275,7 +281,7 @@ def solve_clip(model, ref: dict, root_z: np.ndarray, passes: int = 6):
         q = q0
         for i in range(n):
             tgt = np.array([[*feet[i, k, :2], lift[i, k], feet[i, k, 2]] for k in range(2)])
-            q = ik.solve(q, com[i], root_z[i], ref["heading"][i], tgt)
+            q = ik.solve(q, com[i], root_z[i], ref["heading"][i], tgt, root_roll=ref.get("roll", np.zeros(n))[i])
             qpos[i] = q
         qvel = finite_qvel(model, qpos, DT)
         err = multibody_zmp(model, qpos, qvel, DT) - ref["zmp"][:n]
@@ -312,13 +318,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output .npz")
     parser.add_argument("--seconds", type=float, default=7.0, help="length of each clip")
+    parser.add_argument("--pelvis-roll", type=float, default=0.0, help="degrees: the pelvis leans over the stance foot")
     add_command(parser, None, "one clip with this command instead of the grid")
     args = parser.parse_args()
     grid = GRID
     if args.command:
         command = command_arg(args.command)
         grid = ((command_name(command), *command),)
-    save_motions(args.out, **generate(grid, args.seconds))
+    save_motions(args.out, **generate(grid, args.seconds, GaitParams(pelvis_roll=np.radians(args.pelvis_roll))))
     print(f"wrote {args.out}")
 
 
