@@ -51,7 +51,7 @@ def test_shipped_joint_limits(model, shipped):
     assert np.all(shipped.qpos[:, 7:] >= lo - 1e-3) and np.all(shipped.qpos[:, 7:] <= hi + 1e-3)
 
 
-def test_shipped_clips_are_clean(quality):
+def assert_clean(quality: dict) -> None:
     for name, q in quality.items():
         assert q["slide"] < 0.02, f"{name}: stance foot slides at {q['slide']:.3f} m/s"
         assert q["penetration"] < 0.005, f"{name}: sole {1000 * q['penetration']:.1f} mm into the floor"
@@ -61,6 +61,26 @@ def test_shipped_clips_are_clean(quality):
         assert np.all(err < 0.05), f"{name}: measured {q['velocity']} vs command {q['command']}"
         if name != "stand":
             assert q["clearance"] > 0.02, f"{name}: swing clearance {q['clearance']:.3f} m"
+
+
+def test_shipped_clips_are_clean(quality):
+    assert_clean(quality)
+
+
+def test_shipped_lean_clips_are_clean_and_lean(model, shipped):
+    """assets/motions/wildrobot_walk_lean.npz (`utils.gait --pelvis-roll 2`, amp_walk's reference): the same commands
+    and quality as the level clips, with the pelvis rolling about 1 degree (std) on forward walks."""
+    lean = load_motions(ROOT / "assets" / "motions" / "wildrobot_walk_lean.npz")
+    assert list(lean.clip_names) == list(shipped.clip_names) and len(lean.qpos) == len(shipped.qpos)
+    quality = {}
+    for i, name in enumerate(lean.clip_names):
+        sl = lean.clip(name)
+        quality[name] = clip_quality(model, lean.qpos[sl], lean.qvel[sl], lean.fps, lean.clip_commands[i])
+    assert_clean(quality)
+    for clips, lo, hi in ((shipped, 0.0, 0.05), (lean, 0.8, 1.3)):
+        w, x, y, z = clips.qpos[clips.clip("forward_0.3")][100:, 3:7].T.astype(np.float64)
+        roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+        assert lo <= np.degrees(roll.std()) <= hi
 
 
 def test_gait_phase_follows_the_clips_steps(model, shipped):
