@@ -51,6 +51,12 @@ def test_shipped_joint_limits(model, shipped):
     assert np.all(shipped.qpos[:, 7:] >= lo - 1e-3) and np.all(shipped.qpos[:, 7:] <= hi + 1e-3)
 
 
+def pelvis_roll(qpos: np.ndarray) -> np.ndarray:
+    """(T, nq) -> (T,) roll of the free root about its forward axis (rad; + = left side up)"""
+    w, x, y, z = qpos[:, 3:7].T.astype(np.float64)
+    return np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+
+
 def assert_clean(quality: dict) -> None:
     for name, q in quality.items():
         assert q["slide"] < 0.02, f"{name}: stance foot slides at {q['slide']:.3f} m/s"
@@ -78,9 +84,7 @@ def test_shipped_lean_clips_are_clean_and_lean(model, shipped):
         quality[name] = clip_quality(model, lean.qpos[sl], lean.qvel[sl], lean.fps, lean.clip_commands[i])
     assert_clean(quality)
     for clips, lo, hi in ((shipped, 0.0, 0.05), (lean, 0.8, 1.3)):
-        w, x, y, z = clips.qpos[clips.clip("forward_0.3")][100:, 3:7].T.astype(np.float64)
-        roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-        assert lo <= np.degrees(roll.std()) <= hi
+        assert lo <= np.degrees(pelvis_roll(clips.qpos[clips.clip("forward_0.3")][100:]).std()) <= hi
 
 
 def test_gait_phase_follows_the_clips_steps(model, shipped):
@@ -143,8 +147,7 @@ def test_pelvis_roll_leans_over_the_stance_foot(model):
 
     for lean in (0.0, np.radians(2.0)):
         qpos, _ = generate_clip(model, (0.3, 0.0, 0.0), 3.5, GaitParams(pelvis_roll=lean))
-        w, x, y, z = qpos[:, 3:7].T.astype(np.float64)
-        roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+        roll = pelvis_roll(qpos)
         _, corners = feet_kinematics(model, qpos)
         sole = corners[..., 2].min(axis=-1)  # (T, 2) lowest corner of the left and right sole
         left_up, right_up = sole[:, 0] > 0.02, sole[:, 1] > 0.02  # mid-swing of each foot

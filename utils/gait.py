@@ -264,6 +264,7 @@ def solve_clip(model, ref: dict, root_z: np.ndarray, passes: int = 6):
     ik = IK(model)
     feet, lift, horizon = ref["feet"], ref["lift"], ref["horizon"]
     n = len(feet) - horizon
+    roll = ref.get("roll", np.zeros(len(feet)))  # pelvis roll; plans without one (utils.retarget's) keep it level
     stand_feet = np.array([[*feet[0, k, :2], 0.0, feet[0, k, 2]] for k in range(2)])
     # standing pose at the walking height: its CoM sets the pendulum height and the start of the CoM trajectory
     q0 = ik.solve(model.key("home").qpos.copy(), ref["zmp"][0], root_z[0], ref["heading"][0], stand_feet, iters=300)
@@ -281,7 +282,7 @@ def solve_clip(model, ref: dict, root_z: np.ndarray, passes: int = 6):
         q = q0
         for i in range(n):
             tgt = np.array([[*feet[i, k, :2], lift[i, k], feet[i, k, 2]] for k in range(2)])
-            q = ik.solve(q, com[i], root_z[i], ref["heading"][i], tgt, root_roll=ref.get("roll", np.zeros(n))[i])
+            q = ik.solve(q, com[i], root_z[i], ref["heading"][i], tgt, root_roll=roll[i])
             qpos[i] = q
         qvel = finite_qvel(model, qpos, DT)
         err = multibody_zmp(model, qpos, qvel, DT) - ref["zmp"][:n]
