@@ -27,13 +27,18 @@ def shipped():
     return load_motions(SHIPPED)
 
 
+def qualities(model, clips) -> dict:
+    """clip name -> utils.motions.clip_quality of that clip"""
+    out = {}
+    for i, name in enumerate(clips.clip_names):
+        sl = clips.clip(name)
+        out[name] = clip_quality(model, clips.qpos[sl], clips.qvel[sl], clips.fps, clips.clip_commands[i])
+    return out
+
+
 @pytest.fixture(scope="module")
 def quality(model, shipped):
-    out = {}
-    for i, name in enumerate(shipped.clip_names):
-        sl = shipped.clip(name)
-        out[name] = clip_quality(model, shipped.qpos[sl], shipped.qvel[sl], shipped.fps, shipped.clip_commands[i])
-    return out
+    return qualities(model, shipped)
 
 
 def test_shipped_grid_covers_the_commands(shipped):
@@ -78,11 +83,7 @@ def test_shipped_lean_clips_are_clean_and_lean(model, shipped):
     and quality as the level clips, with the pelvis rolling about 1 degree (std) on forward walks."""
     lean = load_motions(ROOT / "assets" / "motions" / "wildrobot_walk_lean.npz")
     assert list(lean.clip_names) == list(shipped.clip_names) and len(lean.qpos) == len(shipped.qpos)
-    quality = {}
-    for i, name in enumerate(lean.clip_names):
-        sl = lean.clip(name)
-        quality[name] = clip_quality(model, lean.qpos[sl], lean.qvel[sl], lean.fps, lean.clip_commands[i])
-    assert_clean(quality)
+    assert_clean(qualities(model, lean))
     for clips, lo, hi in ((shipped, 0.0, 0.05), (lean, 0.8, 1.3)):
         assert lo <= np.degrees(pelvis_roll(clips.qpos[clips.clip("forward_0.3")][100:]).std()) <= hi
 
