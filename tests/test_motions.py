@@ -161,6 +161,24 @@ def test_pelvis_roll_leans_over_the_stance_foot(model):
             assert np.abs(roll).max() == pytest.approx(lean, abs=np.radians(0.25))
 
 
+def test_gait_clearance_flag_lifts_the_swing(model, tmp_path, capsys):
+    """`utils.gait --clearance CM` sets the swing soles' apex; a clearance outside (0, 10] cm is one error line and
+    writes nothing."""
+    from utils import gait
+
+    out = tmp_path / "high.npz"
+    gait.main(["--out", str(out), "--command", "forward_0.3", "--seconds", "3.5", "--clearance", "5"])
+    clips = load_motions(out)
+    sole = feet_kinematics(model, clips.qpos)[1][..., 2].min(axis=-1)  # (T, 2) lowest corner of each sole
+    assert sole.max() == pytest.approx(0.05, abs=0.005)  # the default's 3.5 cm: test_pelvis_roll_leans_over_...
+    capsys.readouterr()
+    for bad in ("0", "-1", "12"):
+        with pytest.raises(SystemExit) as e:
+            gait.main(["--out", str(tmp_path / "bad.npz"), "--clearance", bad])
+        assert e.value.code == 2 and f"--clearance must be in (0, 10] cm, got {float(bad)}" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # BVH import
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ included).
     python -m utils.gait --out /tmp/fwd.npz --command forward_0.3 --seconds 6     # one clip for one command
     python -m utils.gait --out /tmp/arc.npz --command 0.3 0 0.25                    # (vx, vy, yaw rate)
     python -m utils.gait --out /tmp/lean.npz --pelvis-roll 2        # the pelvis leans 2 degrees over the stance foot
+    python -m utils.gait --out /tmp/high.npz --clearance 5          # the swing soles clear 5 cm (default 3.5)
 
 Kajita et al., "Biped walking pattern generation by using preview control of zero-moment point", ICRA 2003.
 """
@@ -315,18 +316,22 @@ def generate(grid=GRID, seconds: float = 7.0, p: GaitParams = GaitParams()):
     )
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output .npz")
     parser.add_argument("--seconds", type=float, default=7.0, help="length of each clip")
     parser.add_argument("--pelvis-roll", type=float, default=0.0, help="degrees: the pelvis leans over the stance foot")
+    parser.add_argument("--clearance", type=float, default=100 * GaitParams.clearance, help="cm: the swing apex")
     add_command(parser, None, "one clip with this command instead of the grid")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not 0 < args.clearance <= 10:
+        parser.error(f"--clearance must be in (0, 10] cm, got {args.clearance}")
     grid = GRID
     if args.command:
         command = command_arg(args.command)
         grid = ((command_name(command), *command),)
-    save_motions(args.out, **generate(grid, args.seconds, GaitParams(pelvis_roll=np.radians(args.pelvis_roll))))
+    params = GaitParams(clearance=args.clearance / 100, pelvis_roll=np.radians(args.pelvis_roll))
+    save_motions(args.out, **generate(grid, args.seconds, params))
     print(f"wrote {args.out}")
 
 
