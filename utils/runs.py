@@ -145,6 +145,10 @@ def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path, args=N
     """The saved leaves, each checked against and cast like `leaves` (a template's); a checkpoint without the envs'
     state takes the template's for those (`is_env`: which leaves they are), i.e. fresh episodes. A leaf that does not
     fit names the settings (`args`: this run's) that differ from the checkpoint's run."""
+    scale = payload["meta"].get("args", {}).get("action_scale")
+    if args is not None and scale is not None and args.action_scale != scale:  # the same actions, other targets
+        fail(f"--resume {path}: --action-scale {args.action_scale} differs from the checkpoint's {scale} (its actions "
+             f"would drive other servo targets); python -m utils.rescale_actions converts a checkpoint")  # fmt: skip
     saved = payload["leaves"]
     if not payload["meta"].get("env_state", True):
         saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, is_env)) if env}
