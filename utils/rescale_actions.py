@@ -31,9 +31,14 @@ from utils.cli import fail
 ENV_OBS = (".env_state.obs", ".env_state.critic_obs", ".env_state.reached_critic_obs")  # (N, O or C): raw obs
 
 
+def output_layer(actor: dict) -> str:
+    """The name of the actor's last Dense layer (its mean output), e.g. "Dense_3"."""
+    return max((n for n in actor if n.startswith("Dense_")), key=lambda n: int(n.split("_")[1]))
+
+
 def rescale_actor(actor: dict, k: float) -> dict:
     """The actor's params with its mean output (the last Dense layer) × k and its std × k."""
-    out = max((n for n in actor if n.startswith("Dense_")), key=lambda n: int(n.split("_")[1]))
+    out = output_layer(actor)
     return actor | {out: {n: np.asarray(v) * k for n, v in actor[out].items()}, "log_std": actor["log_std"] + np.log(k)}
 
 
@@ -45,14 +50,13 @@ def rescale_norm(norm: dict, k: float, last_action: slice) -> dict:
     return norm | {"mean": mean, "var": var}
 
 
-def rescale_leaves(leaves: dict, paths: list[str], k: float, last_action: slice) -> dict:
-    """The runner state's saved arrays ({"i": array}, `paths[i]` their names) in the new units."""
-    layers = [p.split("['")[2] for p in paths if p.startswith(".params['actor']['Dense_")]  # "Dense_3']['kernel']"
-    out_layer = max(int(n.split("'")[0].split("_")[1]) for n in layers)
+def rescale_leaves(leaves: dict, paths: list[str], k: float, last_action: slice, out_layer: str) -> dict:
+    """The runner state's saved arrays ({"i": array}, `paths[i]` their names) in the new units; `out_layer` is the
+    actor's output layer (`output_layer`)."""
     out = dict(leaves)
     for key, x in leaves.items():
         p, x = paths[int(key)], np.array(x)
-        if f"['actor']['Dense_{out_layer}']" in p and p.startswith((".params", ".opt_state")):
+        if f"['actor']['{out_layer}']" in p and p.startswith((".params", ".opt_state")):
             x *= k * k if ".nu" in p else k  # Adam: first moment × k, second × k²
         elif p == ".params['actor']['log_std']":
             x += np.log(k)  # its Adam moments stay: the gradient of a shifted log-std is the same
@@ -97,7 +101,8 @@ def main(argv=None) -> Path:
         actor=rescale_actor(saved["actor"], k), obs_norm=rescale_norm(saved["obs_norm"], k, last_action)
     )
     if "leaves" in payload:
-        payload["leaves"] = rescale_leaves(payload["leaves"], state_paths(module, policy.path), k, last_action)
+        paths, out_layer = state_paths(module, policy.path), output_layer(saved["actor"])
+        payload["leaves"] = rescale_leaves(payload["leaves"], paths, k, last_action, out_layer)
     payload["meta"]["args"]["action_scale"] = args.action_scale
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
