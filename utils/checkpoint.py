@@ -36,6 +36,11 @@ def saved_settings(args: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
 
 
+def dense_names(actor: dict) -> list[str]:
+    """The actor params' Dense layers in call order ("Dense_0", ..., "Dense_10": by number, not by string)."""
+    return sorted((k for k in actor if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+
+
 class CheckpointError(ValueError):
     """A missing, unreadable or foreign checkpoint; str(e) is one line naming the file and the problem."""
 
@@ -68,7 +73,7 @@ class Policy:
 
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(kernel (in, out), bias (out,)) of each Dense layer in order; swish after all but the last."""
-        names = sorted((k for k in self.actor_params if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+        names = dense_names(self.actor_params)
         return [(np.asarray(self.actor_params[k]["kernel"]), np.asarray(self.actor_params[k]["bias"])) for k in names]
 
     def normalize(self, obs):
@@ -128,7 +133,7 @@ def load_policy(path: str | Path) -> Policy:
         raise CheckpointError(f"{file}: another robot: obs/action sizes {sizes}, the WildRobot's are {expected}")
     try:
         actor, norm = saved["actor"], saved["obs_norm"]
-        names = sorted((k for k in actor if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+        names = dense_names(actor)
         shapes = [tuple(actor[k]["kernel"].shape) for k in names]  # (in, out) per layer, in call order
         mean, var = np.asarray(norm["mean"], np.float32), np.asarray(norm["var"], np.float32)
     except (KeyError, TypeError, AttributeError, ValueError) as e:

@@ -25,20 +25,15 @@ import jax
 import numpy as np
 from flax import serialization
 
-from utils.checkpoint import load_policy_or_exit
+from utils.checkpoint import dense_names, load_policy_or_exit
 from utils.cli import fail
 
 ENV_OBS = (".env_state.obs", ".env_state.critic_obs", ".env_state.reached_critic_obs")  # (N, O or C): raw obs
 
 
-def output_layer(actor: dict) -> str:
-    """The name of the actor's last Dense layer (its mean output), e.g. "Dense_3"."""
-    return max((n for n in actor if n.startswith("Dense_")), key=lambda n: int(n.split("_")[1]))
-
-
 def rescale_actor(actor: dict, k: float) -> dict:
     """The actor's params with its mean output (the last Dense layer) × k and its std × k."""
-    out = output_layer(actor)
+    out = dense_names(actor)[-1]
     return actor | {out: {n: np.asarray(v) * k for n, v in actor[out].items()}, "log_std": actor["log_std"] + np.log(k)}
 
 
@@ -52,7 +47,7 @@ def rescale_norm(norm: dict, k: float, last_action: slice) -> dict:
 
 def rescale_leaves(leaves: dict, paths: list[str], k: float, last_action: slice, out_layer: str) -> dict:
     """The runner state's saved arrays ({"i": array}, `paths[i]` their names) in the new units; `out_layer` is the
-    actor's output layer (`output_layer`)."""
+    actor's output layer (the last of `dense_names`)."""
     out = dict(leaves)
     for key, x in leaves.items():
         p, x = paths[int(key)], np.array(x)
@@ -101,7 +96,7 @@ def main(argv=None) -> Path:
         actor=rescale_actor(saved["actor"], k), obs_norm=rescale_norm(saved["obs_norm"], k, last_action)
     )
     if "leaves" in payload:
-        paths, out_layer = state_paths(module, policy.path), output_layer(saved["actor"])
+        paths, out_layer = state_paths(module, policy.path), dense_names(saved["actor"])[-1]
         payload["leaves"] = rescale_leaves(payload["leaves"], paths, k, last_action, out_layer)
     payload["meta"]["args"]["action_scale"] = args.action_scale
     args.out.parent.mkdir(parents=True, exist_ok=True)
