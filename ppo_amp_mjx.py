@@ -1016,7 +1016,7 @@ def read_checkpoint(path) -> dict:
 def read_policy(path, args: Args) -> tuple[dict, Normalizer]:
     """(actor params, observation normalizer) of any checkpoint's policy entry (a run's or a policy-only file, of
     either training file), checked against this file's Actor; one clear error line if it does not fit."""
-    actor, norm = runs.read_policy(path)
+    actor, norm = runs.read_policy(path, args.action_scale)
     norm = Normalizer(**{k: jp.asarray(v, jp.float32) for k, v in norm.items()})
     template = jax.eval_shape(Actor(WildRobotEnv.ACTION_SIZE, args.min_std).init, jax.random.PRNGKey(0),
                               jp.zeros(WildRobotEnv.OBS_SIZE))["params"]  # fmt: skip

@@ -144,9 +144,11 @@ def test_bad_init_policy_fails_before_compile(tmp_path, monkeypatch, capsys):
     cases = [("missing.msgpack", "--init-policy missing.msgpack: no such file"),
              ("junk.msgpack", "--init-policy junk.msgpack: not a policy checkpoint"),
              ("other.msgpack", "--init-policy other.msgpack: its actor")]  # fmt: skip
+    (tmp_path / "shipped.msgpack").write_bytes(SHIPPED.read_bytes())  # trained at --action-scale 0.4
+    cases += [("shipped.msgpack --action-scale 0.7", "trained at --action-scale 0.4, this run has 0.7")]
     for name, message in cases:
         with pytest.raises(SystemExit) as e:
-            ppo_mjx.parse_args(["--init-policy", name])
+            ppo_mjx.parse_args(["--init-policy", *name.split()])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "runs").exists()

@@ -127,18 +127,24 @@ def read_checkpoint(path, algo: str, sizes: dict) -> dict:
     return payload
 
 
-def read_policy(path) -> tuple[dict, dict]:
+def read_policy(path, action_scale=None) -> tuple[dict, dict]:
     """(actor params, observation normalizer {mean, var, count}) as numpy, from the policy entry of any checkpoint (a
-    run's or a policy-only file, of either training file); one clear error line if there is none (--init-policy)."""
+    run's or a policy-only file, of either training file); one clear error line if there is none (--init-policy), or
+    if the policy was trained at another `action_scale` than this run's (its actions would drive other targets)."""
     if not Path(path).is_file():
         fail(f"--init-policy {path}: no such file")
     try:
         payload = serialization.msgpack_restore(Path(path).read_bytes())
         assert payload["meta"]["format"] == FORMAT, f"not {FORMAT}"
         actor, norm = payload["policy"]["actor"], payload["policy"]["obs_norm"]
-        return actor, {k: np.asarray(norm[k]) for k in ("mean", "var", "count")}
+        norm = {k: np.asarray(norm[k]) for k in ("mean", "var", "count")}
     except Exception as e:  # garbage, another format, or a file without the entries
         fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
+    scale = payload["meta"].get("args", {}).get("action_scale")
+    if action_scale is not None and scale is not None and action_scale != scale:
+        fail(f"--init-policy {path}: trained at --action-scale {scale}, this run has {action_scale} (its actions would "
+             f"drive other servo targets); python -m utils.rescale_actions converts a policy")  # fmt: skip
+    return actor, norm
 
 
 def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path, args=None) -> list[np.ndarray]:
