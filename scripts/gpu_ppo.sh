@@ -11,7 +11,8 @@
 #     mujoco==4.0.0 mujoco-core==4.0.0 mujoco-mjx==3.17.0 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1 \
 #     tensorboardX==2.6.5 trimesh==5.2.0 glfw==2.11.0 pyopengl==3.1.10
 # Usage there: NUM_ENVS=8192 TRAIN_SECONDS=430 TOTAL=100000000 CKPT=50 bash scripts/gpu_ppo.sh [ppo_mjx.py|ppo_amp_mjx.py] [extra flags]
-# The two AMP runs in docs/amp.md (checkpoints at 1/3, 2/3 and the end of 100M steps; 6 min each):
+# The two AMP runs in docs/amp.md (checkpoints at 1/3, 2/3 and the end of 100M steps; 6 min each; they ran at the
+# then-default --action-scale 0.4, add it to repeat them: the default is 0.7 since session 22):
 #   SKIP_PHYSICS=1 NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=205 bash scripts/gpu_ppo.sh ppo_amp_mjx.py --num-minibatches 16 [--disc-updates 8]
 # Robust walking from scratch on the training ground (docs/robustness.md; not yet run on a GPU):
 #   NUM_ENVS=8192 TRAIN_SECONDS=500 CKPT=100 bash scripts/gpu_ppo.sh ppo_mjx.py --scene assets/scene_terrain.xml

@@ -438,9 +438,9 @@ def test_discriminator_budget_scales_with_the_batch(envs, updates, tmp_path, mon
 
 
 def test_amp_weight_zero_reproduces_ppo(ppo_verify_run, tmp_path):
-    # ppo_mjx.py's initial action std (the AMP file starts quieter)
-    proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--init-std", "0.5", "--exp-name", "zero",
-                      *PPO_VERIFY_FLAGS, cwd=tmp_path)  # fmt: skip
+    # ppo_mjx.py's action scale and action std (the AMP file moves the knee further and starts quieter)
+    proc = run_script("ppo_amp_mjx.py", "--verify", "--amp-weight", "0", "--init-std", "0.5", "--min-std", "0.05",
+                      "--action-scale", "0.4", "--exp-name", "zero", *PPO_VERIFY_FLAGS, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ppo_dir, _ = ppo_verify_run
     amp_dir = next((tmp_path / "runs").iterdir())
@@ -497,7 +497,7 @@ def test_bad_flags_one_line(tmp_path, monkeypatch, capsys):
                                          "clip_lengths": src["clip_lengths"][:1],
                                          "clip_commands": src["clip_commands"][:1]})  # fmt: skip
     monkeypatch.chdir(tmp_path)
-    for argv, message in [(["--init-std", "0.01"], "error: --init-std 0.01 is below --min-std 0.05"),
+    for argv, message in [(["--init-std", "0.01"], "error: --init-std 0.01 is below --min-std 0.02857"),
                           (["--amp-weight", "-1"], "error: --amp-weight, --task-weight, --waist-weight and "
                                                    "--tilt-rate-weight must be >= 0"),
                           (["--waist-weight", "-2"], "got 5.0, 1.0, -2.0 and 0.05"),

@@ -12,20 +12,24 @@ from utils import rescale_actions
 from utils.checkpoint import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-K = 0.4 / 0.7  # the verify runs' default scale over the new one
 
 
 def load(path: Path) -> dict:
     return serialization.msgpack_restore(path.read_bytes())
 
 
-@pytest.mark.parametrize("run, file", [("ppo_verify_run", "ppo_mjx"), ("amp_verify_run", "ppo_amp_mjx")])
-def test_rescaled_run_drives_the_same_targets_and_resumes(run, file, request, tmp_path, capsys):
+# each verify run at its file's default scale (PPO 0.4, AMP 0.7) moved to a wider one (the actions shrink: none
+# reaches the bound), and the noise floor that keeps the std in radians (0.05 at 0.4 is 0.02857 at 0.7)
+@pytest.mark.parametrize("run, file, old_scale, scale, min_std", [("ppo_verify_run", "ppo_mjx", 0.4, 0.7, "0.02857"),
+                                                                  ("amp_verify_run", "ppo_amp_mjx", 0.7, 1.0, "0.02")])
+def test_rescaled_run_drives_the_same_targets_and_resumes(run, file, old_scale, scale, min_std, request, tmp_path,
+                                                          capsys):  # fmt: skip
     module = importlib.import_module(file)
     src = request.getfixturevalue(run)[0] / "checkpoints" / "ckpt_000002.msgpack"
-    out = tmp_path / "wide" / "ckpt_000002.msgpack"
-    rescale_actions.main([str(src), "--action-scale", "0.7", "--out", str(out)])
-    assert "resume with --min-std 0.02857" in capsys.readouterr().out
+    out = tmp_path / "moved" / "ckpt_000002.msgpack"
+    rescale_actions.main([str(src), "--action-scale", str(scale), "--out", str(out)])
+    assert f"resume with --min-std {min_std} to keep" in capsys.readouterr().out
+    k = old_scale / scale
     a, b = load(src), load(out)
     paths = rescale_actions.state_paths(module, src)
     leaf = lambda payload, name: np.asarray(payload["leaves"][str(paths.index(name))])  # noqa: E731
@@ -33,30 +37,31 @@ def test_rescaled_run_drives_the_same_targets_and_resumes(run, file, request, tm
     # the envs' observations: the last action in the new units, the rest as it was
     obs_a, obs_b = leaf(a, ".env_state.obs"), leaf(b, ".env_state.obs")  # (N, O)
     assert np.abs(obs_a[:, la]).max() > 0.05  # the verify run acted: the check below can fail
-    np.testing.assert_allclose(obs_b[:, la], K * obs_a[:, la], rtol=1e-6)
+    np.testing.assert_allclose(obs_b[:, la], k * obs_a[:, la], rtol=1e-6)
     np.testing.assert_array_equal(np.delete(obs_b, np.r_[la], 1), np.delete(obs_a, np.r_[la], 1))
-    # the same servo targets from the same state: 0.4 · a_old == 0.7 · a_new (no action is near ±1 this early)
+    # the same servo targets from the same state: old · a_old == new · a_new (no action is near ±1 this early)
     old, new = load_policy(src), load_policy(out)
-    assert (old.args.action_scale, new.args.action_scale) == (0.4, 0.7)
+    assert (old.args.action_scale, new.args.action_scale) == (old_scale, scale)
     act_a, act_b = old.act(obs_a), new.act(obs_b)  # (N, A)
     assert np.abs(act_a).max() < 1 and np.abs(act_a).max() > 1e-3
-    np.testing.assert_allclose(0.7 * act_b, 0.4 * act_a, rtol=1e-4, atol=1e-6)
-    # the output layer, its Adam moments (second × K²) and the std
+    np.testing.assert_allclose(scale * act_b, old_scale * act_a, rtol=1e-4, atol=1e-6)
+    # the output layer, its Adam moments (second × k²) and the std
     out_layer, log_std = "['actor']['Dense_3']", "['actor']['log_std']"
-    for name, scale in ((f".params{out_layer}['kernel']", K), (f".opt_state[1][0].nu{out_layer}['bias']", K * K)):
-        np.testing.assert_allclose(leaf(b, name), scale * leaf(a, name), rtol=1e-6)
-    np.testing.assert_allclose(leaf(b, f".params{log_std}"), leaf(a, f".params{log_std}") + np.log(K), rtol=1e-6)
+    for name, factor in ((f".params{out_layer}['kernel']", k), (f".opt_state[1][0].nu{out_layer}['bias']", k * k)):
+        np.testing.assert_allclose(leaf(b, name), factor * leaf(a, name), rtol=1e-6)
+    np.testing.assert_allclose(leaf(b, f".params{log_std}"), leaf(a, f".params{log_std}") + np.log(k), rtol=1e-6)
     # it resumes: every array fits this file's runner state at the new scale
     args = module.parse_args(["--resume", str(out)])
     template = jax.eval_shape(module.make_train(args, module.WildRobotEnv(args))[0], jax.random.PRNGKey(0))
     module.restore_runner_state(module.read_checkpoint(out), template, out, args)
     # resuming the original at another scale without the conversion: one error line that names the tool
-    args = module.parse_args(["--resume", str(src), "--action-scale", "0.7"])
+    args = module.parse_args(["--resume", str(src), "--action-scale", str(scale)])
     with pytest.raises(SystemExit) as e:
         module.restore_runner_state(module.read_checkpoint(src), template, src, args)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err, err
-    assert "--action-scale 0.7 differs from the checkpoint's 0.4" in err and "utils.rescale_actions" in err, err
+    assert f"--action-scale {scale} differs from the checkpoint's {old_scale}" in err, err
+    assert "utils.rescale_actions" in err, err
 
 
 def test_rescaled_policy_file_and_bad_input(tmp_path, capsys):
