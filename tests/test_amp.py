@@ -131,6 +131,16 @@ def test_reference_state_initialization(env):
         np.testing.assert_allclose(data.sensordata[:, adr : adr + 3], fresh.sensordata[:, adr : adr + 3], atol=2e-4)
 
 
+def test_default_action_scale_reaches_every_shipped_clip(env):
+    """The servo target is home + action_scale · a with a in [-1, 1]: at the AMP default every joint position of every
+    shipped clip is within reach (at ppo_mjx.py's 0.4 the knee could not follow the clips' swing, 0.67 rad past home)."""
+    home = np.asarray(env.default_pose)
+    for path in sorted((ROOT / "assets" / "motions").glob("*.npz")):
+        reach = np.abs(np.load(path)["qpos"][:, 7:] - home).max(0)  # per joint, rad from home
+        assert reach.max() <= amp.Args().action_scale, (path.name, reach.round(3))
+        assert reach.max() > ppo.Args().action_scale, (path.name, reach.round(3))  # ppo_mjx.py's would not reach
+
+
 def test_shaping_terms_flag_keeps_the_named_task_terms():
     """--shaping-terms keeps the named gait-shaping terms at their scale and only those; without a style reward the
     task is ppo_mjx.py's (this file's own feet_height off)."""

@@ -3,7 +3,8 @@
     python -m utils.rescale_actions runs/amp__1__0/checkpoints/ckpt_008000.msgpack --action-scale 0.7 \\
         --out runs/amp_wide__1__0/checkpoints/ckpt_008000.msgpack          # a copy of the run folder, then:
     python ppo_amp_mjx.py --resume runs/amp_wide__1__0/checkpoints/ckpt_008000.msgpack --min-std 0.0286
-    python -m utils.rescale_actions assets/policies/amp_walk.msgpack --action-scale 0.7 --out wide.msgpack
+    python -m utils.rescale_actions assets/policies/ppo_walk_h100.msgpack --action-scale 0.7 --out ppo_walk_07.msgpack
+    python ppo_amp_mjx.py --init-policy ppo_walk_07.msgpack ...     # AMP from the PPO gait at its default scale
 
 The env maps an action a in [-1, 1] to the servo target default pose + action_scale · a, so a policy trained at 0.4
 can never ask for more than 0.4 rad from `home`: the shipped clips swing the knee 0.64 rad past it (docs/amp.md,
