@@ -142,9 +142,9 @@ def test_shipped_policies_load_and_walk_a_second():
         start = runner.data.qpos[0]
         assert not any(runner.step() for _ in range(50)), path.name
         assert runner.data.qpos[0] > start + 0.05, path.name  # it moved forward
-    amp_walk = load_policy(ROOT / "assets" / "policies" / "amp_walk.msgpack").args  # session 21's: stands still
+    amp_walk = load_policy(ROOT / "assets" / "policies" / "amp_walk.msgpack").args  # session 22's: stands still
     assert amp_walk.shaping_terms == ("feet_phase", "feet_height", "stand_motion") and amp_walk.stand_clock == "stop"
-    assert amp_walk.action_scale == 0.7  # the knee reaches the clips' swing (utils.rescale_actions)
+    assert amp_walk.action_scale == 0.7  # the knee reaches the clips' swing (the default since session 22)
     assert amp_walk.motion_file == "assets/motions/wildrobot_walk_lean.npz"  # its reference ships
     assert (ROOT / amp_walk.motion_file).is_file()
 
