@@ -145,7 +145,7 @@ def test_bad_init_policy_fails_before_compile(tmp_path, monkeypatch, capsys):
              ("junk.msgpack", "--init-policy junk.msgpack: not a policy checkpoint"),
              ("other.msgpack", "--init-policy other.msgpack: its actor")]  # fmt: skip
     (tmp_path / "shipped.msgpack").write_bytes(SHIPPED.read_bytes())  # trained at --action-scale 0.4
-    cases += [("shipped.msgpack --action-scale 0.7", "trained at --action-scale 0.4, this run has 0.7")]
+    cases += [("shipped.msgpack --action-scale 0.7", "--action-scale 0.7 differs from the checkpoint's 0.4 (its actions")]
     for name, message in cases:
         with pytest.raises(SystemExit) as e:
             ppo_mjx.parse_args(["--init-policy", *name.split()])

@@ -130,7 +130,7 @@ def read_checkpoint(path, algo: str, sizes: dict) -> dict:
 def read_policy(path, action_scale=None) -> tuple[dict, dict]:
     """(actor params, observation normalizer {mean, var, count}) as numpy, from the policy entry of any checkpoint (a
     run's or a policy-only file, of either training file); one clear error line if there is none (--init-policy), or
-    if the policy was trained at another `action_scale` than this run's (its actions would drive other targets)."""
+    if the policy was trained at another `action_scale` than this run's."""
     if not Path(path).is_file():
         fail(f"--init-policy {path}: no such file")
     try:
@@ -140,21 +140,24 @@ def read_policy(path, action_scale=None) -> tuple[dict, dict]:
         norm = {k: np.asarray(norm[k]) for k in ("mean", "var", "count")}
     except Exception as e:  # garbage, another format, or a file without the entries
         fail(f"--init-policy {path}: not a policy checkpoint ({type(e).__name__})")
+    check_action_scale(payload, action_scale, "--init-policy", path)
+    return actor, norm
+
+
+def check_action_scale(payload: dict, action_scale, flag: str, path):
+    """One error line if the checkpoint's run had another --action-scale than `action_scale` (this run's; None: no
+    check): the same actions would drive other servo targets. utils.rescale_actions converts a checkpoint."""
     scale = payload["meta"].get("args", {}).get("action_scale")
     if action_scale is not None and scale is not None and action_scale != scale:
-        fail(f"--init-policy {path}: trained at --action-scale {scale}, this run has {action_scale} (its actions would "
-             f"drive other servo targets); python -m utils.rescale_actions converts a policy")  # fmt: skip
-    return actor, norm
+        fail(f"{flag} {path}: --action-scale {action_scale} differs from the checkpoint's {scale} (its actions would "
+             f"drive other servo targets); python -m utils.rescale_actions converts a checkpoint")  # fmt: skip
 
 
 def restore_leaves(payload: dict, leaves: list, is_env: list[bool], path, args=None) -> list[np.ndarray]:
     """The saved leaves, each checked against and cast like `leaves` (a template's); a checkpoint without the envs'
     state takes the template's for those (`is_env`: which leaves they are), i.e. fresh episodes. A leaf that does not
     fit names the settings (`args`: this run's) that differ from the checkpoint's run."""
-    scale = payload["meta"].get("args", {}).get("action_scale")
-    if args is not None and scale is not None and args.action_scale != scale:  # the same actions, other targets
-        fail(f"--resume {path}: --action-scale {args.action_scale} differs from the checkpoint's {scale} (its actions "
-             f"would drive other servo targets); python -m utils.rescale_actions converts a checkpoint")  # fmt: skip
+    check_action_scale(payload, getattr(args, "action_scale", None), "--resume", path)
     saved = payload["leaves"]
     if not payload["meta"].get("env_state", True):
         saved = saved | {str(i): np.asarray(x) for i, (x, env) in enumerate(zip(leaves, is_env)) if env}
