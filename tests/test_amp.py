@@ -133,7 +133,8 @@ def test_reference_state_initialization(env):
 
 def test_default_action_scale_reaches_every_shipped_clip(env):
     """The servo target is home + action_scale · a with a in [-1, 1]: at the AMP default every joint position of every
-    shipped clip is within reach (at ppo_mjx.py's 0.4 the knee could not follow the clips' swing, 0.67 rad past home)."""
+    shipped clip is within reach (at ppo_mjx.py's 0.4 the knee could not follow the clips' swing, up to 0.69 rad past
+    home)."""
     home = np.asarray(env.default_pose)
     for path in sorted((ROOT / "assets" / "motions").glob("*.npz")):
         reach = np.abs(np.load(path)["qpos"][:, 7:] - home).max(0)  # per joint, rad from home
